@@ -1,0 +1,416 @@
+//! Python bindings: the `Config` class, the state manager handle, the patched callables
+//! and the module-level functions of `stream_manager_patches._native`.
+//!
+//! Everything here is glue: argument conversion and Python-facing names. Behaviour lives
+//! in `config`, `state` and `command`.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use crate::command::CommandPath;
+use crate::config::{self, Config, DurationRule, PatchSelection, PATCH_NAMES};
+use crate::state::{PIPELINES, SHUTDOWN};
+use crate::target::Target;
+
+fn config_error(err: config::ConfigError) -> PyErr {
+    PyValueError::new_err(err.to_string())
+}
+
+/// Validated configuration of the patches. Immutable; build a new one to change it.
+#[pyclass(name = "Config", module = "stream_manager_patches._native", frozen, eq)]
+#[derive(Clone, PartialEq)]
+pub struct PyConfig {
+    pub inner: Config,
+}
+
+fn patches_from_py(value: &Bound<'_, PyAny>) -> PyResult<PatchSelection> {
+    if let Ok(text) = value.extract::<String>() {
+        return config::parse_patches("patches", &text).map_err(config_error);
+    }
+    let names: Vec<String> = value.extract().map_err(|_| {
+        PyTypeError::new_err("patches must be 'all', 'none' or an iterable of patch names")
+    })?;
+    config::parse_patches("patches", &names.join(",")).map_err(config_error)
+}
+
+#[pymethods]
+impl PyConfig {
+    #[new]
+    #[pyo3(signature = (
+        *,
+        queue_timeout = 10.0,
+        health_check_timeout = 5.0,
+        health_check_interval = 1.0,
+        max_health_failures = 3,
+        process_join_timeout = 30.0,
+        termination_grace_period = 5.0,
+        patches = None,
+    ))]
+    fn new(
+        queue_timeout: f64,
+        health_check_timeout: f64,
+        health_check_interval: f64,
+        max_health_failures: i64,
+        process_join_timeout: f64,
+        termination_grace_period: f64,
+        patches: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let pos = DurationRule::Positive;
+        let inner = Config {
+            queue_timeout: config::check_seconds("queue_timeout", queue_timeout, pos)
+                .map_err(config_error)?,
+            health_check_timeout: config::check_seconds(
+                "health_check_timeout",
+                health_check_timeout,
+                pos,
+            )
+            .map_err(config_error)?,
+            health_check_interval: config::check_seconds(
+                "health_check_interval",
+                health_check_interval,
+                pos,
+            )
+            .map_err(config_error)?,
+            max_health_failures: config::check_failures("max_health_failures", max_health_failures)
+                .map_err(config_error)?,
+            process_join_timeout: config::check_seconds(
+                "process_join_timeout",
+                process_join_timeout,
+                pos,
+            )
+            .map_err(config_error)?,
+            termination_grace_period: config::check_seconds(
+                "termination_grace_period",
+                termination_grace_period,
+                DurationRule::NonNegative,
+            )
+            .map_err(config_error)?,
+            patches: match patches {
+                None => PatchSelection::All,
+                Some(p) => patches_from_py(p)?,
+            },
+        };
+        Ok(PyConfig { inner })
+    }
+
+    /// Read and validate the `STREAM_MANAGER_*` variables from `environ` (default `os.environ`).
+    #[staticmethod]
+    #[pyo3(signature = (environ = None))]
+    fn from_env(py: Python<'_>, environ: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let environ = match environ {
+            Some(e) => e.clone(),
+            None => py.import("os")?.getattr("environ")?,
+        };
+        let lookup_error: std::cell::RefCell<Option<PyErr>> = std::cell::RefCell::new(None);
+        let lookup = |name: &str| -> Option<String> {
+            match environ.call_method1("get", (name,)) {
+                Ok(v) if v.is_none() => None,
+                Ok(v) => v.extract::<String>().ok(),
+                Err(e) => {
+                    // Remember the first failure; a broken mapping is the caller's bug.
+                    lookup_error.borrow_mut().get_or_insert(e);
+                    None
+                }
+            }
+        };
+        let parsed = Config::from_lookup(lookup);
+        if let Some(err) = lookup_error.into_inner() {
+            return Err(err);
+        }
+        Ok(PyConfig {
+            inner: parsed.map_err(config_error)?,
+        })
+    }
+
+    #[getter]
+    fn queue_timeout(&self) -> f64 {
+        self.inner.queue_timeout
+    }
+    #[getter]
+    fn health_check_timeout(&self) -> f64 {
+        self.inner.health_check_timeout
+    }
+    #[getter]
+    fn health_check_interval(&self) -> f64 {
+        self.inner.health_check_interval
+    }
+    #[getter]
+    fn max_health_failures(&self) -> u32 {
+        self.inner.max_health_failures
+    }
+    #[getter]
+    fn process_join_timeout(&self) -> f64 {
+        self.inner.process_join_timeout
+    }
+    #[getter]
+    fn termination_grace_period(&self) -> f64 {
+        self.inner.termination_grace_period
+    }
+    /// The selected patch names, in install order.
+    #[getter]
+    fn patches(&self) -> Vec<&'static str> {
+        self.inner.patches.names()
+    }
+
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("queue_timeout", self.inner.queue_timeout)?;
+        d.set_item("health_check_timeout", self.inner.health_check_timeout)?;
+        d.set_item("health_check_interval", self.inner.health_check_interval)?;
+        d.set_item("max_health_failures", self.inner.max_health_failures)?;
+        d.set_item("process_join_timeout", self.inner.process_join_timeout)?;
+        d.set_item(
+            "termination_grace_period",
+            self.inner.termination_grace_period,
+        )?;
+        d.set_item("patches", self.inner.patches.names())?;
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        let c = &self.inner;
+        format!(
+            "Config(queue_timeout={:?}, health_check_timeout={:?}, health_check_interval={:?}, max_health_failures={}, process_join_timeout={:?}, termination_grace_period={:?}, patches={:?})",
+            c.queue_timeout,
+            c.health_check_timeout,
+            c.health_check_interval,
+            c.max_health_failures,
+            c.process_join_timeout,
+            c.termination_grace_period,
+            c.patches.names()
+        )
+    }
+}
+
+/// Handle on the process-wide pipeline state table.
+#[pyclass(
+    name = "PipelineStates",
+    module = "stream_manager_patches._native",
+    frozen
+)]
+pub struct PyPipelineStates;
+
+#[pymethods]
+impl PyPipelineStates {
+    /// `{pipeline_id: {"failures", "last_check", "marked_for_removal", "terminating"}}`;
+    /// `last_check` is a UNIX timestamp or None.
+    fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        for (id, record) in PIPELINES.snapshot() {
+            let d = PyDict::new(py);
+            d.set_item("failures", record.failures)?;
+            d.set_item(
+                "last_check",
+                record
+                    .last_check_wall
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs_f64()),
+            )?;
+            d.set_item("marked_for_removal", record.marked_for_removal)?;
+            d.set_item("terminating", record.terminating)?;
+            out.set_item(id, d)?;
+        }
+        Ok(out)
+    }
+
+    /// Refuse every new command to `pipeline_id` (OPERATION_ERROR) until it is forgotten.
+    fn mark_for_removal(&self, pipeline_id: &str) {
+        PIPELINES.mark_for_removal(pipeline_id);
+    }
+
+    fn set_terminating(&self, pipeline_id: &str, terminating: bool) {
+        PIPELINES.set_terminating(pipeline_id, terminating);
+    }
+
+    /// Record a health-check outcome; returns the consecutive failure count.
+    fn record_check(&self, pipeline_id: &str, success: bool) -> u32 {
+        PIPELINES.record_check(pipeline_id, success)
+    }
+
+    /// Drop the record of `pipeline_id`; returns whether there was one.
+    fn forget(&self, pipeline_id: &str) -> bool {
+        PIPELINES.remove(pipeline_id).is_some()
+    }
+
+    fn clear(&self) {
+        PIPELINES.clear();
+    }
+
+    fn __len__(&self) -> usize {
+        PIPELINES.snapshot().len()
+    }
+}
+
+fn shared_doc(name: &str) -> String {
+    format!("Native replacement for the stream manager's {name}() (stream_manager_patches).")
+}
+
+/// Native `handle_command(processes_table, request_id, pipeline_id, command) -> dict`.
+#[pyclass(module = "stream_manager_patches._native", frozen)]
+pub struct HandleCommand {
+    path: Arc<CommandPath>,
+}
+
+#[pymethods]
+impl HandleCommand {
+    #[pyo3(signature = (processes_table, request_id, pipeline_id, command))]
+    fn __call__(
+        &self,
+        py: Python<'_>,
+        processes_table: &Bound<'_, PyAny>,
+        request_id: &Bound<'_, PyAny>,
+        pipeline_id: &Bound<'_, PyAny>,
+        command: &Bound<'_, PyAny>,
+    ) -> PyResult<PyObject> {
+        let (answer, _) = self.path.handle_command(
+            py,
+            processes_table,
+            request_id,
+            pipeline_id,
+            command,
+            self.path.queue_timeout,
+        )?;
+        Ok(answer)
+    }
+
+    #[getter]
+    fn __name__(&self) -> &'static str {
+        "handle_command"
+    }
+    #[getter]
+    fn __qualname__(&self) -> &'static str {
+        "handle_command"
+    }
+    #[getter]
+    fn __doc__(&self) -> String {
+        shared_doc("handle_command")
+    }
+    /// The module whose functions this callable answers for.
+    #[getter]
+    fn target(&self) -> &str {
+        self.path.target.name()
+    }
+    #[getter]
+    fn queue_timeout(&self) -> f64 {
+        self.path.queue_timeout.as_secs_f64()
+    }
+    fn __repr__(&self) -> String {
+        format!("<native handle_command for {}>", self.path.target.name())
+    }
+}
+
+/// Native `get_response_ignoring_thrash(responses_queue, matching_request_id, *, pipeline_process=None, pipeline_id=None) -> dict`.
+#[pyclass(module = "stream_manager_patches._native", frozen)]
+pub struct GetResponseIgnoringThrash {
+    path: Arc<CommandPath>,
+}
+
+#[pymethods]
+impl GetResponseIgnoringThrash {
+    #[pyo3(signature = (responses_queue, matching_request_id, *, pipeline_process = None, pipeline_id = None))]
+    fn __call__(
+        &self,
+        py: Python<'_>,
+        responses_queue: &Bound<'_, PyAny>,
+        matching_request_id: &Bound<'_, PyAny>,
+        pipeline_process: Option<&Bound<'_, PyAny>>,
+        pipeline_id: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyObject> {
+        let pipeline_process = pipeline_process.filter(|p| !p.is_none());
+        let pipeline_id = pipeline_id.filter(|p| !p.is_none());
+        self.path.get_response(
+            py,
+            responses_queue,
+            matching_request_id,
+            pipeline_process,
+            pipeline_id,
+        )
+    }
+
+    #[getter]
+    fn __name__(&self) -> &'static str {
+        "get_response_ignoring_thrash"
+    }
+    #[getter]
+    fn __qualname__(&self) -> &'static str {
+        "get_response_ignoring_thrash"
+    }
+    #[getter]
+    fn __doc__(&self) -> String {
+        shared_doc("get_response_ignoring_thrash")
+    }
+    #[getter]
+    fn target(&self) -> &str {
+        self.path.target.name()
+    }
+    #[getter]
+    fn queue_timeout(&self) -> f64 {
+        self.path.queue_timeout.as_secs_f64()
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "<native get_response_ignoring_thrash for {}>",
+            self.path.target.name()
+        )
+    }
+}
+
+/// Bind the native command path to `target` (the stream manager's `app` module).
+/// Returns `(handle_command, get_response_ignoring_thrash)`. Fails with `TypeError`
+/// before anything is installed if `target` lacks what the patches call back into.
+#[pyfunction]
+pub fn bind_command_path<'py>(
+    py: Python<'py>,
+    target: &Bound<'py, PyAny>,
+    config: &Bound<'py, PyConfig>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let config = config.get();
+    let path = Arc::new(CommandPath {
+        target: Target::bind(target)?,
+        queue_timeout: Duration::from_secs_f64(config.inner.queue_timeout),
+    });
+    let handle = Py::new(
+        py,
+        HandleCommand {
+            path: Arc::clone(&path),
+        },
+    )?;
+    let get = Py::new(py, GetResponseIgnoringThrash { path })?;
+    PyTuple::new(py, [handle.into_any(), get.into_any()])
+}
+
+/// Ask every native wait and daemon to stop. Waits in flight end with an
+/// OPERATION_ERROR "shutting down"; later commands are refused the same way.
+#[pyfunction]
+pub fn request_shutdown() {
+    SHUTDOWN.request();
+}
+
+#[pyfunction]
+pub fn is_shutdown_requested() -> bool {
+    SHUTDOWN.is_requested()
+}
+
+/// Clear a shutdown request (for tests, or a manager restarted in one interpreter).
+#[pyfunction]
+pub fn reset_shutdown() {
+    SHUTDOWN.reset();
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyConfig>()?;
+    m.add_class::<PyPipelineStates>()?;
+    m.add_class::<HandleCommand>()?;
+    m.add_class::<GetResponseIgnoringThrash>()?;
+    m.add_function(wrap_pyfunction!(bind_command_path, m)?)?;
+    m.add_function(wrap_pyfunction!(request_shutdown, m)?)?;
+    m.add_function(wrap_pyfunction!(is_shutdown_requested, m)?)?;
+    m.add_function(wrap_pyfunction!(reset_shutdown, m)?)?;
+    m.add("pipeline_states", PyPipelineStates)?;
+    m.add("PATCH_NAMES", PyTuple::new(m.py(), PATCH_NAMES)?)?;
+    Ok(())
+}

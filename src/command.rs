@@ -1,0 +1,697 @@
+//! The command path: `handle_command` and `get_response_ignoring_thrash`, bounded.
+//!
+//! Upstream puts a command on the pipeline's queue and then blocks in
+//! `responses_queue.get()` with no timeout; a pipeline that died or hung wedges the
+//! manager forever. Here every step has a share of one deadline:
+//!
+//! 1. refuse at once what cannot succeed (unknown, marked for removal, being terminated,
+//!    process already dead, shutting down) without touching the pipeline's queues;
+//! 2. take the pipeline's `operation_lock` with the remaining time ("busy" otherwise);
+//! 3. `put` with the remaining time;
+//! 4. `poll(2)` on the queue's reader fd, the process sentinel and our shutdown pipe with
+//!    the GIL released, and call `get` only once bytes are there. Answers to other
+//!    requests are dropped and logged; malformed items are skipped.
+//!
+//! No thread is started per call. `get` still takes the queue's own `_rlock`, so sharing
+//! the queue with other readers stays correct: if another reader wins the race for the
+//! bytes, our short `get` times out and we go back to polling.
+
+use std::time::{Duration, Instant};
+
+use pyo3::exceptions::{PyOSError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::{PyDict, PyList, PyTuple};
+
+use crate::logging::{self, Channel, Fields, Level};
+use crate::state::{PIPELINES, SHUTDOWN};
+use crate::target::{ErrorKind, Target};
+use crate::wait::{self, WaitSet};
+
+/// Longest single `get` once poll said data is there, and the slice used for queues we
+/// cannot poll. Keeps death and shutdown noticed within this bound even if another
+/// reader steals the bytes or the queue is a plain `queue.Queue`.
+const GET_SLICE: Duration = Duration::from_millis(50);
+
+/// How a command or wait ended, for logs and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Answered,
+    UnknownPipeline,
+    BeingRemoved,
+    BeingTerminated,
+    NotRunning,
+    Busy,
+    Timeout,
+    QueueClosed,
+    ShuttingDown,
+}
+
+impl Outcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Answered => "answered",
+            Outcome::UnknownPipeline => "unknown_pipeline",
+            Outcome::BeingRemoved => "being_removed",
+            Outcome::BeingTerminated => "being_terminated",
+            Outcome::NotRunning => "not_running",
+            Outcome::Busy => "busy",
+            Outcome::Timeout => "timeout",
+            Outcome::QueueClosed => "queue_closed",
+            Outcome::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// Result of waiting for one answer.
+pub enum WaitResult {
+    Answer(PyObject),
+    Timeout,
+    ProcessDied,
+    ShuttingDown,
+    QueueClosed,
+}
+
+fn queue_empty_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static EMPTY: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+    Ok(EMPTY
+        .get_or_try_init(py, || {
+            py.import("queue")?.getattr("Empty").map(Bound::unbind)
+        })?
+        .bind(py))
+}
+
+fn queue_full_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static FULL: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+    Ok(FULL
+        .get_or_try_init(py, || {
+            py.import("queue")?.getattr("Full").map(Bound::unbind)
+        })?
+        .bind(py))
+}
+
+fn seconds_left(deadline: Instant) -> f64 {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .as_secs_f64()
+}
+
+/// Shorten `repr(obj)` for a log line: stray payloads can be frames or huge dicts.
+fn short_repr(obj: &Bound<'_, PyAny>) -> String {
+    let text = obj
+        .repr()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| "<unrepresentable>".to_string());
+    if text.chars().count() > 200 {
+        let cut: String = text.chars().take(200).collect();
+        format!("{cut}...")
+    } else {
+        text
+    }
+}
+
+/// What one `get` produced.
+enum Taken {
+    Nothing,
+    Item(PyObject),
+    Closed,
+}
+
+/// One bounded `get`. `Empty` means another reader won the race; a broken item (it failed
+/// to unpickle) is logged and skipped; a closed queue ends the wait.
+fn take_one(
+    py: Python<'_>,
+    queue: &Bound<'_, PyAny>,
+    timeout: Duration,
+    pipeline_id: Option<&str>,
+) -> PyResult<Taken> {
+    match queue.call_method1("get", (true, timeout.as_secs_f64())) {
+        Ok(item) => Ok(Taken::Item(item.unbind())),
+        Err(err) if err.is_instance(py, queue_empty_type(py)?) => Ok(Taken::Nothing),
+        Err(err) => {
+            if queue_is_closed(queue) {
+                return Ok(Taken::Closed);
+            }
+            logging::emit(
+                py,
+                Channel::Command,
+                Level::Warning,
+                Fields {
+                    event: "malformed_response_dropped",
+                    pipeline_id,
+                    success: Some(false),
+                    error: Some(&err.to_string()),
+                    ..Default::default()
+                },
+                || format!("Dropping unreadable item from responses queue: {err}"),
+            );
+            Ok(Taken::Nothing)
+        }
+    }
+}
+
+fn queue_is_closed(queue: &Bound<'_, PyAny>) -> bool {
+    let flag = |obj: PyResult<Bound<'_, PyAny>>| obj.and_then(|v| v.is_truthy()).unwrap_or(false);
+    flag(queue.getattr("_closed"))
+        || flag(queue.getattr("_reader").and_then(|r| r.getattr("closed")))
+}
+
+/// `Some(payload)` when `item` is the `(request_id, payload)` answer we wait for.
+/// Anything else (other ids, non-tuples, wrong arity) is logged and dropped.
+fn match_answer(
+    py: Python<'_>,
+    item: &Bound<'_, PyAny>,
+    request_id: &Bound<'_, PyAny>,
+    pipeline_id: Option<&str>,
+) -> Option<PyObject> {
+    let pair: Option<(Bound<'_, PyAny>, Bound<'_, PyAny>)> =
+        if let Ok(t) = item.downcast::<PyTuple>() {
+            (t.len() == 2)
+                .then(|| (t.get_item(0).ok(), t.get_item(1).ok()))
+                .and_then(|(a, b)| Some((a?, b?)))
+        } else if let Ok(l) = item.downcast::<PyList>() {
+            (l.len() == 2)
+                .then(|| (l.get_item(0).ok(), l.get_item(1).ok()))
+                .and_then(|(a, b)| Some((a?, b?)))
+        } else {
+            None
+        };
+    match pair {
+        Some((rid, payload)) => {
+            if rid.eq(request_id).unwrap_or(false) {
+                return Some(payload.unbind());
+            }
+            logging::emit(
+                py,
+                Channel::Command,
+                Level::Warning,
+                Fields {
+                    event: "stale_response_dropped",
+                    pipeline_id,
+                    ..Default::default()
+                },
+                || {
+                    format!(
+                        "Dropping response for request_id={} with payload={}",
+                        short_repr(&rid),
+                        short_repr(&payload)
+                    )
+                },
+            );
+            None
+        }
+        None => {
+            logging::emit(
+                py,
+                Channel::Command,
+                Level::Warning,
+                Fields {
+                    event: "malformed_response_dropped",
+                    pipeline_id,
+                    ..Default::default()
+                },
+                || {
+                    format!(
+                        "Dropping malformed item from responses queue: {}",
+                        short_repr(item)
+                    )
+                },
+            );
+            None
+        }
+    }
+}
+
+fn extract_fd(obj: PyResult<Bound<'_, PyAny>>) -> Option<i32> {
+    obj.ok()
+        .and_then(|v| v.extract::<i32>().ok())
+        .filter(|fd| *fd >= 0)
+}
+
+/// Wait for the answer to `request_id` on `queue` until `deadline`.
+///
+/// With a `process`, its death ends the wait as soon as nothing it wrote is left
+/// unread: an answer written just before dying is still delivered.
+pub fn wait_for_answer(
+    py: Python<'_>,
+    queue: &Bound<'_, PyAny>,
+    request_id: &Bound<'_, PyAny>,
+    process: Option<&Bound<'_, PyAny>>,
+    pipeline_id: Option<&str>,
+    deadline: Instant,
+) -> PyResult<WaitResult> {
+    let data_fd = extract_fd(
+        queue
+            .getattr("_reader")
+            .and_then(|r| r.call_method0("fileno")),
+    );
+    let sentinel = process.and_then(|p| extract_fd(p.getattr("sentinel")));
+    let shutdown_fd = SHUTDOWN.wake_fd();
+
+    let matches = |item: PyObject| match_answer(py, item.bind(py), request_id, pipeline_id);
+
+    loop {
+        if SHUTDOWN.is_requested() {
+            return Ok(WaitResult::ShuttingDown);
+        }
+        let Some(data_fd) = data_fd else {
+            // Not a multiprocessing queue (e.g. `queue.Queue` in a user's test): let the
+            // queue wait, in slices, and check the process between slices.
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(WaitResult::Timeout);
+            }
+            match take_one(py, queue, GET_SLICE.min(deadline - now), pipeline_id)? {
+                Taken::Item(item) => {
+                    if let Some(answer) = matches(item) {
+                        return Ok(WaitResult::Answer(answer));
+                    }
+                }
+                Taken::Closed => return Ok(WaitResult::QueueClosed),
+                Taken::Nothing => {
+                    if let Some(p) = process {
+                        if !p.call_method0("is_alive")?.is_truthy()? {
+                            return Ok(WaitResult::ProcessDied);
+                        }
+                    }
+                }
+            }
+            continue;
+        };
+
+        let set = WaitSet {
+            data: Some(data_fd),
+            process: sentinel,
+            shutdown: shutdown_fd,
+        };
+        let ready = py
+            .allow_threads(|| wait::wait(set, deadline))
+            .map_err(|e| {
+                PyOSError::new_err(format!(
+                    "poll(2) failed while waiting for a pipeline answer: {e}"
+                ))
+            })?;
+
+        if ready.data {
+            let slice = GET_SLICE
+                .min(deadline.saturating_duration_since(Instant::now()))
+                .max(Duration::from_millis(1));
+            match take_one(py, queue, slice, pipeline_id)? {
+                Taken::Item(item) => {
+                    if let Some(answer) = matches(item) {
+                        return Ok(WaitResult::Answer(answer));
+                    }
+                }
+                Taken::Closed => return Ok(WaitResult::QueueClosed),
+                Taken::Nothing => {}
+            }
+            continue;
+        }
+        if ready.data_broken {
+            return Ok(WaitResult::QueueClosed);
+        }
+        if ready.process_exited {
+            // Read what the process wrote before it died; it may hold our answer.
+            loop {
+                let drain = wait::wait(
+                    WaitSet {
+                        data: Some(data_fd),
+                        ..Default::default()
+                    },
+                    Instant::now(),
+                )
+                .map_err(|e| PyOSError::new_err(e.to_string()))?;
+                if !drain.data {
+                    return Ok(WaitResult::ProcessDied);
+                }
+                match take_one(py, queue, GET_SLICE, pipeline_id)? {
+                    Taken::Item(item) => {
+                        if let Some(answer) = matches(item) {
+                            return Ok(WaitResult::Answer(answer));
+                        }
+                    }
+                    Taken::Closed => return Ok(WaitResult::QueueClosed),
+                    Taken::Nothing => return Ok(WaitResult::ProcessDied),
+                }
+                if Instant::now() >= deadline {
+                    return Ok(WaitResult::ProcessDied);
+                }
+            }
+        }
+        if ready.shutdown {
+            return Ok(WaitResult::ShuttingDown);
+        }
+        if Instant::now() >= deadline {
+            return Ok(WaitResult::Timeout);
+        }
+    }
+}
+
+/// The command path bound to one target module and one queue timeout.
+pub struct CommandPath {
+    pub target: Target,
+    pub queue_timeout: Duration,
+}
+
+/// Read `command["type"]` as text, if the command is a dict with a string-like type.
+fn command_type(command: &Bound<'_, PyAny>) -> Option<String> {
+    let dict = command.downcast::<PyDict>().ok()?;
+    let value = dict.get_item("type").ok()??;
+    // CommandType is a `str` Enum: `value` works for it, plain strings are taken as is.
+    if let Ok(v) = value.getattr("value") {
+        if let Ok(s) = v.extract::<String>() {
+            return Some(s);
+        }
+    }
+    value.extract::<String>().ok()
+}
+
+fn pipeline_id_text(pipeline_id: &Bound<'_, PyAny>) -> String {
+    pipeline_id
+        .str()
+        .map(|s| s.to_string())
+        .unwrap_or_else(|_| "<unprintable>".to_string())
+}
+
+impl CommandPath {
+    fn error(&self, py: Python<'_>, kind: ErrorKind, message: String) -> PyResult<PyObject> {
+        self.target.error(py, kind, &message)
+    }
+
+    /// Map a wait result to the answer returned to upstream code.
+    fn answer_for(
+        &self,
+        py: Python<'_>,
+        result: WaitResult,
+        pipeline_id: &str,
+        timeout: Duration,
+    ) -> PyResult<(PyObject, Outcome)> {
+        Ok(match result {
+            WaitResult::Answer(answer) => (answer, Outcome::Answered),
+            WaitResult::Timeout => (
+                self.error(
+                    py,
+                    ErrorKind::OperationError,
+                    format!(
+                        "InferencePipeline with id={pipeline_id} did not answer within {:.3} s.",
+                        timeout.as_secs_f64()
+                    ),
+                )?,
+                Outcome::Timeout,
+            ),
+            WaitResult::ProcessDied => (
+                self.error(
+                    py,
+                    ErrorKind::NotFound,
+                    format!("InferencePipeline with id={pipeline_id} is not running."),
+                )?,
+                Outcome::NotRunning,
+            ),
+            WaitResult::ShuttingDown => (
+                self.error(
+                    py,
+                    ErrorKind::OperationError,
+                    "Stream manager is shutting down.".to_string(),
+                )?,
+                Outcome::ShuttingDown,
+            ),
+            WaitResult::QueueClosed => (
+                self.error(
+                    py,
+                    ErrorKind::OperationError,
+                    format!("Queues of InferencePipeline with id={pipeline_id} are closed."),
+                )?,
+                Outcome::QueueClosed,
+            ),
+        })
+    }
+
+    /// `handle_command(processes_table, request_id, pipeline_id, command)` with `timeout`
+    /// bounding the whole call: lock, put and wait share one deadline.
+    pub fn handle_command(
+        &self,
+        py: Python<'_>,
+        processes_table: &Bound<'_, PyAny>,
+        request_id: &Bound<'_, PyAny>,
+        pipeline_id: &Bound<'_, PyAny>,
+        command: &Bound<'_, PyAny>,
+        timeout: Duration,
+    ) -> PyResult<(PyObject, Outcome)> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let id_text = pipeline_id_text(pipeline_id);
+        let kind = command_type(command);
+        let result = self.handle_command_inner(
+            py,
+            processes_table,
+            request_id,
+            pipeline_id,
+            &id_text,
+            command,
+            kind.as_deref(),
+            timeout,
+            deadline,
+        );
+        if let Ok((_, outcome)) = &result {
+            let outcome = *outcome;
+            let (level, success) = match outcome {
+                Outcome::Answered => (Level::Debug, true),
+                _ => (Level::Warning, false),
+            };
+            logging::emit(
+                py,
+                Channel::Command,
+                level,
+                Fields {
+                    event: if outcome == Outcome::Timeout {
+                        "command_timeout"
+                    } else {
+                        "command"
+                    },
+                    pipeline_id: Some(&id_text),
+                    command_type: kind.as_deref(),
+                    duration_ms: Some(started.elapsed().as_secs_f64() * 1e3),
+                    success: Some(success),
+                    error: (!success).then(|| outcome.name()),
+                },
+                || {
+                    format!(
+                        "Command {} to pipeline_id={} ended: {} in {:.1} ms",
+                        kind.as_deref().unwrap_or("?"),
+                        id_text,
+                        outcome.name(),
+                        started.elapsed().as_secs_f64() * 1e3
+                    )
+                },
+            );
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn handle_command_inner(
+        &self,
+        py: Python<'_>,
+        processes_table: &Bound<'_, PyAny>,
+        request_id: &Bound<'_, PyAny>,
+        pipeline_id: &Bound<'_, PyAny>,
+        id_text: &str,
+        command: &Bound<'_, PyAny>,
+        kind: Option<&str>,
+        timeout: Duration,
+        deadline: Instant,
+    ) -> PyResult<(PyObject, Outcome)> {
+        if SHUTDOWN.is_requested() {
+            return self.answer_for(py, WaitResult::ShuttingDown, id_text, timeout);
+        }
+        if !processes_table.hasattr("get")? {
+            return Err(PyTypeError::new_err(format!(
+                "processes_table must be a mapping of pipeline id to ManagedInferencePipeline, not {}",
+                processes_table.get_type().name()?
+            )));
+        }
+        let managed = processes_table.call_method1("get", (pipeline_id,))?;
+        if managed.is_none() {
+            return Ok((
+                self.error(
+                    py,
+                    ErrorKind::NotFound,
+                    format!("Could not find InferencePipeline with id={id_text}."),
+                )?,
+                Outcome::UnknownPipeline,
+            ));
+        }
+        let refuse_if_leaving = || -> PyResult<Option<(PyObject, Outcome)>> {
+            if PIPELINES.is_marked_for_removal(id_text) {
+                return Ok(Some((
+                    self.error(
+                        py,
+                        ErrorKind::OperationError,
+                        format!("InferencePipeline with id={id_text} is being removed."),
+                    )?,
+                    Outcome::BeingRemoved,
+                )));
+            }
+            // Upstream flags a pipeline `is_terminating` before sending it TERMINATE; that
+            // command must pass, anything else would queue behind a pipeline about to go.
+            let terminating = managed
+                .getattr("is_terminating")
+                .and_then(|v| v.is_truthy())
+                .unwrap_or(false);
+            if terminating && kind != Some("terminate") {
+                return Ok(Some((
+                    self.error(
+                        py,
+                        ErrorKind::OperationError,
+                        format!("InferencePipeline with id={id_text} is being terminated."),
+                    )?,
+                    Outcome::BeingTerminated,
+                )));
+            }
+            Ok(None)
+        };
+        if let Some(refusal) = refuse_if_leaving()? {
+            return Ok(refusal);
+        }
+        let process = managed.getattr("pipeline_manager")?;
+        if !process.call_method0("is_alive")?.is_truthy()? {
+            return self.answer_for(py, WaitResult::ProcessDied, id_text, timeout);
+        }
+        let lock = managed.getattr("operation_lock")?;
+        let acquired = lock
+            .call_method1("acquire", (true, seconds_left(deadline)))?
+            .is_truthy()?;
+        if !acquired {
+            return Ok((
+                self.error(
+                    py,
+                    ErrorKind::OperationError,
+                    format!(
+                        "InferencePipeline with id={id_text} is busy: its operation lock was not free within {:.3} s.",
+                        timeout.as_secs_f64()
+                    ),
+                )?,
+                Outcome::Busy,
+            ));
+        }
+        let outcome = (|| -> PyResult<(PyObject, Outcome)> {
+            // The pipeline may have been marked while we waited for the lock.
+            if let Some(refusal) = refuse_if_leaving()? {
+                return Ok(refusal);
+            }
+            let message = PyTuple::new(py, [request_id, command])?;
+            let command_queue = managed.getattr("command_queue")?;
+            if let Err(err) = command_queue
+                .call_method1("put", (message, true, seconds_left(deadline).max(0.001)))
+            {
+                if err.is_instance(py, queue_full_type(py)?) {
+                    return self.answer_for(py, WaitResult::Timeout, id_text, timeout);
+                }
+                if queue_is_closed(&command_queue) {
+                    return self.answer_for(py, WaitResult::QueueClosed, id_text, timeout);
+                }
+                return Err(err);
+            }
+            let responses_queue = managed.getattr("responses_queue")?;
+            let result = wait_for_answer(
+                py,
+                &responses_queue,
+                request_id,
+                Some(&process),
+                Some(id_text),
+                deadline,
+            )?;
+            self.answer_for(py, result, id_text, timeout)
+        })();
+        let released = lock.call_method0("release");
+        let outcome = outcome?;
+        released?;
+        Ok(outcome)
+    }
+
+    /// Find the process that owns `responses_queue` in the target's PROCESSES_TABLE, so
+    /// that callers which do not pass `pipeline_process` (upstream's INIT path) still
+    /// get death detection.
+    pub fn find_owner<'py>(
+        &self,
+        py: Python<'py>,
+        responses_queue: &Bound<'py, PyAny>,
+    ) -> Option<(Bound<'py, PyAny>, Option<String>)> {
+        let table = self.target.module(py).getattr("PROCESSES_TABLE").ok()?;
+        let table = table.downcast::<PyDict>().ok()?.copy().ok()?;
+        for (key, managed) in table.iter() {
+            let queue = managed.getattr("responses_queue").ok()?;
+            if queue.is(responses_queue) {
+                let process = managed.getattr("pipeline_manager").ok()?;
+                return Some((process, key.str().ok().map(|s| s.to_string())));
+            }
+        }
+        None
+    }
+
+    /// `get_response_ignoring_thrash(responses_queue, matching_request_id, *, pipeline_process, pipeline_id)`.
+    pub fn get_response(
+        &self,
+        py: Python<'_>,
+        responses_queue: &Bound<'_, PyAny>,
+        matching_request_id: &Bound<'_, PyAny>,
+        pipeline_process: Option<&Bound<'_, PyAny>>,
+        pipeline_id: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyObject> {
+        let started = Instant::now();
+        let timeout = self.queue_timeout;
+        let mut id_text = pipeline_id.map(pipeline_id_text);
+        let found;
+        let process = match pipeline_process {
+            Some(p) => Some(p.clone()),
+            None => {
+                found = self.find_owner(py, responses_queue);
+                found.map(|(p, id)| {
+                    if id_text.is_none() {
+                        id_text = id;
+                    }
+                    p
+                })
+            }
+        };
+        let label = id_text.clone().unwrap_or_else(|| "<unknown>".to_string());
+        let result = wait_for_answer(
+            py,
+            responses_queue,
+            matching_request_id,
+            process.as_ref(),
+            id_text.as_deref(),
+            started + timeout,
+        )?;
+        let (answer, outcome) = self.answer_for(py, result, &label, timeout)?;
+        let success = outcome == Outcome::Answered;
+        logging::emit(
+            py,
+            Channel::Command,
+            if success {
+                Level::Debug
+            } else {
+                Level::Warning
+            },
+            Fields {
+                event: if outcome == Outcome::Timeout {
+                    "response_timeout"
+                } else {
+                    "response"
+                },
+                pipeline_id: id_text.as_deref(),
+                duration_ms: Some(started.elapsed().as_secs_f64() * 1e3),
+                success: Some(success),
+                error: (!success).then(|| outcome.name()),
+                ..Default::default()
+            },
+            || {
+                format!(
+                    "Waiting for response from pipeline_id={label} ended: {}",
+                    outcome.name()
+                )
+            },
+        );
+        Ok(answer)
+    }
+}

@@ -1,0 +1,251 @@
+//! Process-wide state: one record per pipeline, plus the shutdown signal.
+//!
+//! Upstream keeps this kind of bookkeeping in module-level dicts mutated from several
+//! threads without a lock. Here one `parking_lot::Mutex` guards the map; every critical
+//! section is a few field updates, never a wait, so contention is bounded by design.
+//! The shutdown signal is both an atomic flag (cheap to test) and a pipe whose read end
+//! becomes readable on shutdown, so a `poll(2)` on pipeline fds wakes at once.
+
+use once_cell::sync::Lazy;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Instant, SystemTime};
+
+/// What we know about one pipeline, beyond what upstream's table holds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PipelineRecord {
+    /// Consecutive failed health checks (reset by a success).
+    pub failures: u32,
+    /// Monotonic time of the last completed health check.
+    pub last_check: Option<Instant>,
+    /// Wall-clock time of the last completed health check, for humans.
+    pub last_check_wall: Option<SystemTime>,
+    /// Set when the pipeline is being removed: no new command may reach it.
+    pub marked_for_removal: bool,
+    /// Set while this library terminates the pipeline.
+    pub terminating: bool,
+}
+
+/// Thread-safe table of `PipelineRecord`s keyed by pipeline id.
+#[derive(Default)]
+pub struct PipelineStates {
+    records: Mutex<HashMap<String, PipelineRecord>>,
+}
+
+impl PipelineStates {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Apply `update` to the record of `pipeline_id`, creating it if needed.
+    pub fn update<R>(&self, pipeline_id: &str, update: impl FnOnce(&mut PipelineRecord) -> R) -> R {
+        let mut records = self.records.lock();
+        let record = records.entry(pipeline_id.to_string()).or_default();
+        update(record)
+    }
+
+    pub fn get(&self, pipeline_id: &str) -> Option<PipelineRecord> {
+        self.records.lock().get(pipeline_id).cloned()
+    }
+
+    pub fn is_marked_for_removal(&self, pipeline_id: &str) -> bool {
+        self.records
+            .lock()
+            .get(pipeline_id)
+            .is_some_and(|r| r.marked_for_removal)
+    }
+
+    pub fn mark_for_removal(&self, pipeline_id: &str) {
+        self.update(pipeline_id, |r| r.marked_for_removal = true);
+    }
+
+    pub fn set_terminating(&self, pipeline_id: &str, terminating: bool) {
+        self.update(pipeline_id, |r| r.terminating = terminating);
+    }
+
+    /// Record the outcome of a health check; returns the consecutive failure count.
+    pub fn record_check(&self, pipeline_id: &str, success: bool) -> u32 {
+        self.update(pipeline_id, |r| {
+            r.last_check = Some(Instant::now());
+            r.last_check_wall = Some(SystemTime::now());
+            if success {
+                r.failures = 0;
+            } else {
+                r.failures = r.failures.saturating_add(1);
+            }
+            r.failures
+        })
+    }
+
+    /// Forget a pipeline (after it was reaped and removed from upstream's table).
+    pub fn remove(&self, pipeline_id: &str) -> Option<PipelineRecord> {
+        self.records.lock().remove(pipeline_id)
+    }
+
+    pub fn clear(&self) {
+        self.records.lock().clear();
+    }
+
+    /// A consistent copy of every record, sorted by pipeline id.
+    pub fn snapshot(&self) -> Vec<(String, PipelineRecord)> {
+        let mut all: Vec<_> = self
+            .records
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+}
+
+/// The one table used by every patched function in this process.
+pub static PIPELINES: Lazy<PipelineStates> = Lazy::new(PipelineStates::new);
+
+/// Shutdown signal: a flag plus a self-pipe for waking `poll(2)` callers.
+pub struct Shutdown {
+    requested: AtomicBool,
+    /// (read end, write end); `None` if pipe2 failed, in which case waiters fall back
+    /// to the flag, checked at least every `FALLBACK_SLICE`.
+    pipe: Option<(RawFd, RawFd)>,
+}
+
+impl Shutdown {
+    fn new() -> Self {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: pipe2 writes two fds into the array on success.
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
+        let pipe = if rc == 0 {
+            Some((fds[0], fds[1]))
+        } else {
+            None
+        };
+        Shutdown {
+            requested: AtomicBool::new(false),
+            pipe,
+        }
+    }
+
+    pub fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::Acquire)
+    }
+
+    /// Fd that becomes readable once shutdown is requested.
+    pub fn wake_fd(&self) -> Option<RawFd> {
+        self.pipe.map(|(read, _)| read)
+    }
+
+    pub fn request(&self) {
+        if !self.requested.swap(true, Ordering::AcqRel) {
+            if let Some((_, write)) = self.pipe {
+                // One byte is enough: nobody reads it until `reset`, so the read end stays
+                // readable for every present and future poller.
+                // SAFETY: writing one byte from a valid buffer to our own pipe.
+                unsafe {
+                    libc::write(write, b"x".as_ptr().cast(), 1);
+                }
+            }
+        }
+    }
+
+    /// Undo a shutdown (tests, and a manager restarted inside one interpreter).
+    pub fn reset(&self) {
+        if let Some((read, _)) = self.pipe {
+            let mut buf = [0u8; 64];
+            // SAFETY: reading into a local buffer from our own non-blocking pipe.
+            while unsafe { libc::read(read, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+        }
+        self.requested.store(false, Ordering::Release);
+    }
+}
+
+pub static SHUTDOWN: Lazy<Shutdown> = Lazy::new(Shutdown::new);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::thread;
+
+    #[test]
+    fn records_are_created_on_first_update() {
+        let states = PipelineStates::new();
+        assert!(states.get("a").is_none());
+        assert!(!states.is_marked_for_removal("a"));
+        states.mark_for_removal("a");
+        assert!(states.is_marked_for_removal("a"));
+        assert_eq!(states.get("a").unwrap().failures, 0);
+    }
+
+    #[test]
+    fn failures_count_up_and_reset_on_success() {
+        let states = PipelineStates::new();
+        assert_eq!(states.record_check("p", false), 1);
+        assert_eq!(states.record_check("p", false), 2);
+        assert!(states.get("p").unwrap().last_check.is_some());
+        assert_eq!(states.record_check("p", true), 0);
+    }
+
+    #[test]
+    fn remove_forgets_everything() {
+        let states = PipelineStates::new();
+        states.set_terminating("p", true);
+        assert!(states.remove("p").unwrap().terminating);
+        assert!(states.get("p").is_none());
+    }
+
+    #[test]
+    fn snapshot_is_sorted() {
+        let states = PipelineStates::new();
+        for id in ["c", "a", "b"] {
+            states.record_check(id, true);
+        }
+        let ids: Vec<_> = states.snapshot().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn concurrent_updates_are_not_lost() {
+        let states = Arc::new(PipelineStates::new());
+        let workers: Vec<_> = (0..8)
+            .map(|_| {
+                let states = Arc::clone(&states);
+                thread::spawn(move || {
+                    for _ in 0..1000 {
+                        states.record_check("shared", false);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert_eq!(states.get("shared").unwrap().failures, 8000);
+    }
+
+    #[test]
+    fn shutdown_wakes_the_pipe_and_resets() {
+        let shutdown = Shutdown::new();
+        let fd = shutdown.wake_fd().unwrap();
+        let readable = |fd| {
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, zero timeout.
+            unsafe { libc::poll(&mut p, 1, 0) == 1 }
+        };
+        assert!(!shutdown.is_requested());
+        assert!(!readable(fd));
+        shutdown.request();
+        shutdown.request();
+        assert!(shutdown.is_requested());
+        assert!(readable(fd));
+        shutdown.reset();
+        assert!(!shutdown.is_requested());
+        assert!(!readable(fd));
+    }
+}
