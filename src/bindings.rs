@@ -174,14 +174,19 @@ impl PyConfig {
     fn __repr__(&self) -> String {
         let c = &self.inner;
         format!(
-            "Config(queue_timeout={:?}, health_check_timeout={:?}, health_check_interval={:?}, max_health_failures={}, process_join_timeout={:?}, termination_grace_period={:?}, patches={:?})",
+            "Config(queue_timeout={:?}, health_check_timeout={:?}, health_check_interval={:?}, max_health_failures={}, process_join_timeout={:?}, termination_grace_period={:?}, patches=[{}])",
             c.queue_timeout,
             c.health_check_timeout,
             c.health_check_interval,
             c.max_health_failures,
             c.process_join_timeout,
             c.termination_grace_period,
-            c.patches.names()
+            c.patches
+                .names()
+                .iter()
+                .map(|n| format!("'{n}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     }
 }

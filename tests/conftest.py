@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+import uuid
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import pytest
+
+import stream_manager_patches as smp
+from stream_manager_patches import _native
+
+import pipelines
+
+TARGET = "inference.core.interfaces.stream_manager.manager_app.app"
+
+
+@pytest.fixture(scope="session")
+def app():
+    """The real upstream stream manager ``app`` module."""
+    import importlib
+
+    return importlib.import_module(TARGET)
+
+
+@pytest.fixture(autouse=True)
+def _clean_global_state() -> Iterator[None]:
+    yield
+    smp.restore_patches()
+    smp.reset_shutdown()
+    smp.pipeline_states.clear()
+
+
+@pytest.fixture
+def spawn(app) -> Iterator[Callable[..., Any]]:
+    """Start real pipeline processes; returns upstream ``ManagedInferencePipeline``s.
+
+    Every process started here is killed and reaped after the test.
+    """
+    made: List[Any] = []
+
+    def _spawn(
+        behaviour: str = "echo",
+        *,
+        table: Optional[Dict[str, Any]] = None,
+        pipeline_id: Optional[str] = None,
+        **options: Any,
+    ):
+        command_queue: multiprocessing.Queue = multiprocessing.Queue()
+        responses_queue: multiprocessing.Queue = multiprocessing.Queue()
+        process = multiprocessing.Process(
+            target=pipelines.run,
+            args=(behaviour, command_queue, responses_queue, options),
+            daemon=True,
+        )
+        process.start()
+        pid = pipeline_id or f"{behaviour}-{uuid.uuid4().hex[:8]}"
+        managed = app.ManagedInferencePipeline(
+            pipeline_id=pid,
+            pipeline_manager=process,
+            command_queue=command_queue,
+            responses_queue=responses_queue,
+            operation_lock=threading.Lock(),
+            is_idle=False,
+        )
+        if table is not None:
+            table[pid] = managed
+        made.append(managed)
+        return managed
+
+    yield _spawn
+    for managed in made:
+        process = managed.pipeline_manager
+        if process.is_alive():
+            os.kill(process.pid, signal.SIGKILL)
+        process.join(timeout=5)
+        for queue in (managed.command_queue, managed.responses_queue):
+            queue.close()
+            queue.cancel_join_thread()
+
+
+def request_id() -> str:
+    return uuid.uuid4().hex
