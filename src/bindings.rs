@@ -13,8 +13,12 @@ use pyo3::types::{PyDict, PyTuple};
 
 use crate::command::CommandPath;
 use crate::config::{self, Config, DurationRule, PatchSelection, PATCH_NAMES};
+use crate::gate;
+use crate::health::HealthDaemon;
 use crate::state::{PIPELINES, SHUTDOWN};
 use crate::target::Target;
+use crate::termination;
+use crate::warmup::WarmUp;
 
 fn config_error(err: config::ConfigError) -> PyErr {
     PyValueError::new_err(err.to_string())
@@ -250,142 +254,225 @@ impl PyPipelineStates {
     }
 }
 
-fn shared_doc(name: &str) -> String {
-    format!("Native replacement for the stream manager's {name}() (stream_manager_patches).")
+/// Defines a frozen pyclass holding the shared binding, with upstream-looking metadata
+/// (`__name__`, `__qualname__`, `__doc__`) and the given `__call__`.
+macro_rules! native_patch {
+    ($ty:ident, $name:literal, $doc:literal, { $($call:tt)* }) => {
+        #[doc = $doc]
+        #[pyclass(module = "stream_manager_patches._native", frozen)]
+        pub struct $ty {
+            path: Arc<CommandPath>,
+        }
+
+        #[pymethods]
+        impl $ty {
+            $($call)*
+
+            #[getter]
+            fn __name__(&self) -> &'static str {
+                $name
+            }
+            #[getter]
+            fn __qualname__(&self) -> &'static str {
+                $name
+            }
+            #[getter]
+            fn __doc__(&self) -> &'static str {
+                $doc
+            }
+            /// The module whose function this callable replaces.
+            #[getter]
+            fn target(&self) -> &str {
+                self.path.target.name()
+            }
+            #[getter]
+            fn queue_timeout(&self) -> f64 {
+                self.path.queue_timeout.as_secs_f64()
+            }
+            #[getter]
+            fn config(&self) -> PyConfig {
+                PyConfig {
+                    inner: self.path.config.clone(),
+                }
+            }
+            fn __repr__(&self) -> String {
+                format!("<native {} for {}>", $name, self.path.target.name())
+            }
+        }
+    };
 }
 
-/// Native `handle_command(processes_table, request_id, pipeline_id, command) -> dict`.
-#[pyclass(module = "stream_manager_patches._native", frozen)]
-pub struct HandleCommand {
-    path: Arc<CommandPath>,
-}
+native_patch!(
+    HandleCommand,
+    "handle_command",
+    "Native handle_command(processes_table, request_id, pipeline_id, command) -> dict: bounded by STREAM_MANAGER_QUEUE_TIMEOUT, notices a dead pipeline at once.",
+    {
+        #[pyo3(signature = (processes_table, request_id, pipeline_id, command))]
+        fn __call__(
+            &self,
+            py: Python<'_>,
+            processes_table: &Bound<'_, PyAny>,
+            request_id: &Bound<'_, PyAny>,
+            pipeline_id: &Bound<'_, PyAny>,
+            command: &Bound<'_, PyAny>,
+        ) -> PyResult<PyObject> {
+            let (answer, _) = self.path.handle_command(
+                py,
+                processes_table,
+                request_id,
+                pipeline_id,
+                command,
+                self.path.queue_timeout,
+            )?;
+            Ok(answer)
+        }
+    }
+);
 
-#[pymethods]
-impl HandleCommand {
-    #[pyo3(signature = (processes_table, request_id, pipeline_id, command))]
-    fn __call__(
-        &self,
-        py: Python<'_>,
-        processes_table: &Bound<'_, PyAny>,
-        request_id: &Bound<'_, PyAny>,
-        pipeline_id: &Bound<'_, PyAny>,
-        command: &Bound<'_, PyAny>,
-    ) -> PyResult<PyObject> {
-        let (answer, _) = self.path.handle_command(
-            py,
-            processes_table,
-            request_id,
-            pipeline_id,
-            command,
-            self.path.queue_timeout,
-        )?;
-        Ok(answer)
+native_patch!(
+    GetResponseIgnoringThrash,
+    "get_response_ignoring_thrash",
+    "Native get_response_ignoring_thrash(responses_queue, matching_request_id, *, pipeline_process=None, pipeline_id=None) -> dict: bounded wait, stale answers dropped.",
+    {
+        #[pyo3(signature = (responses_queue, matching_request_id, *, pipeline_process = None, pipeline_id = None))]
+        fn __call__(
+            &self,
+            py: Python<'_>,
+            responses_queue: &Bound<'_, PyAny>,
+            matching_request_id: &Bound<'_, PyAny>,
+            pipeline_process: Option<&Bound<'_, PyAny>>,
+            pipeline_id: Option<&Bound<'_, PyAny>>,
+        ) -> PyResult<PyObject> {
+            let pipeline_process = pipeline_process.filter(|p| !p.is_none());
+            let pipeline_id = pipeline_id.filter(|p| !p.is_none());
+            self.path.get_response(
+                py,
+                responses_queue,
+                matching_request_id,
+                pipeline_process,
+                pipeline_id,
+            )
+        }
     }
+);
 
-    #[getter]
-    fn __name__(&self) -> &'static str {
-        "handle_command"
+native_patch!(
+    CheckProcessHealth,
+    "check_process_health",
+    "Native check_process_health() -> None: the health daemon loop; returns on request_shutdown().",
+    {
+        fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+            HealthDaemon {
+                path: Arc::clone(&self.path),
+            }
+            .run(py)
+        }
     }
-    #[getter]
-    fn __qualname__(&self) -> &'static str {
-        "handle_command"
-    }
-    #[getter]
-    fn __doc__(&self) -> String {
-        shared_doc("handle_command")
-    }
-    /// The module whose functions this callable answers for.
-    #[getter]
-    fn target(&self) -> &str {
-        self.path.target.name()
-    }
-    #[getter]
-    fn queue_timeout(&self) -> f64 {
-        self.path.queue_timeout.as_secs_f64()
-    }
-    fn __repr__(&self) -> String {
-        format!("<native handle_command for {}>", self.path.target.name())
-    }
-}
+);
 
-/// Native `get_response_ignoring_thrash(responses_queue, matching_request_id, *, pipeline_process=None, pipeline_id=None) -> dict`.
-#[pyclass(module = "stream_manager_patches._native", frozen)]
-pub struct GetResponseIgnoringThrash {
-    path: Arc<CommandPath>,
-}
+native_patch!(
+    ExecuteTermination,
+    "execute_termination",
+    "Native execute_termination(signal_number, frame, processes_table) -> None: SIGTERM all, wait at most the grace period, SIGKILL survivors, empty the table, sys.exit(0).",
+    {
+        #[pyo3(signature = (signal_number, frame, processes_table))]
+        fn __call__(
+            &self,
+            py: Python<'_>,
+            signal_number: &Bound<'_, PyAny>,
+            frame: &Bound<'_, PyAny>,
+            processes_table: &Bound<'_, PyAny>,
+        ) -> PyResult<()> {
+            let _ = frame;
+            termination::execute_termination(py, &self.path, signal_number, processes_table)
+        }
+    }
+);
 
-#[pymethods]
-impl GetResponseIgnoringThrash {
-    #[pyo3(signature = (responses_queue, matching_request_id, *, pipeline_process = None, pipeline_id = None))]
-    fn __call__(
-        &self,
-        py: Python<'_>,
-        responses_queue: &Bound<'_, PyAny>,
-        matching_request_id: &Bound<'_, PyAny>,
-        pipeline_process: Option<&Bound<'_, PyAny>>,
-        pipeline_id: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<PyObject> {
-        let pipeline_process = pipeline_process.filter(|p| !p.is_none());
-        let pipeline_id = pipeline_id.filter(|p| !p.is_none());
-        self.path.get_response(
-            py,
-            responses_queue,
-            matching_request_id,
-            pipeline_process,
-            pipeline_id,
-        )
+native_patch!(
+    JoinInferencePipeline,
+    "join_inference_pipeline",
+    "Native join_inference_pipeline(processes_table, pipeline_id) -> None: bounded join, then terminate, then kill; reaped and removed.",
+    {
+        #[pyo3(signature = (processes_table, pipeline_id))]
+        fn __call__(
+            &self,
+            py: Python<'_>,
+            processes_table: &Bound<'_, PyAny>,
+            pipeline_id: &Bound<'_, PyAny>,
+        ) -> PyResult<()> {
+            termination::join_inference_pipeline(py, &self.path, processes_table, pipeline_id)
+        }
     }
+);
 
-    #[getter]
-    fn __name__(&self) -> &'static str {
-        "get_response_ignoring_thrash"
+native_patch!(
+    EnsureIdlePipelinesWarmedUp,
+    "ensure_idle_pipelines_warmed_up",
+    "Native ensure_idle_pipelines_warmed_up(expected_warmed_up_pipelines) -> None: warm-up loop; returns on request_shutdown().",
+    {
+        #[pyo3(signature = (expected_warmed_up_pipelines))]
+        fn __call__(&self, py: Python<'_>, expected_warmed_up_pipelines: i64) -> PyResult<()> {
+            if expected_warmed_up_pipelines < 0 {
+                return Err(PyValueError::new_err(format!(
+                    "expected_warmed_up_pipelines must be >= 0, got {expected_warmed_up_pipelines}"
+                )));
+            }
+            WarmUp {
+                path: Arc::clone(&self.path),
+            }
+            .run(py, expected_warmed_up_pipelines as usize)
+        }
     }
-    #[getter]
-    fn __qualname__(&self) -> &'static str {
-        "get_response_ignoring_thrash"
-    }
-    #[getter]
-    fn __doc__(&self) -> String {
-        shared_doc("get_response_ignoring_thrash")
-    }
-    #[getter]
-    fn target(&self) -> &str {
-        self.path.target.name()
-    }
-    #[getter]
-    fn queue_timeout(&self) -> f64 {
-        self.path.queue_timeout.as_secs_f64()
-    }
-    fn __repr__(&self) -> String {
-        format!(
-            "<native get_response_ignoring_thrash for {}>",
-            self.path.target.name()
-        )
-    }
-}
+);
 
-/// Bind the native command path to `target` (the stream manager's `app` module).
-/// Returns `(handle_command, get_response_ignoring_thrash)`. Fails with `TypeError`
-/// before anything is installed if `target` lacks what the patches call back into.
+/// Bind every native patch to `target` (the stream manager's `app` module).
+/// Returns `{patch name: callable}`. Fails with `TypeError` before anything is
+/// installed if `target` lacks what the patches call back into.
 #[pyfunction]
-pub fn bind_command_path<'py>(
+pub fn bind_patches<'py>(
     py: Python<'py>,
     target: &Bound<'py, PyAny>,
     config: &Bound<'py, PyConfig>,
-) -> PyResult<Bound<'py, PyTuple>> {
-    let config = config.get();
+) -> PyResult<Bound<'py, PyDict>> {
+    let config = config.get().inner.clone();
     let path = Arc::new(CommandPath {
         target: Target::bind(target)?,
-        queue_timeout: Duration::from_secs_f64(config.inner.queue_timeout),
+        queue_timeout: Duration::from_secs_f64(config.queue_timeout),
+        config,
     });
-    let handle = Py::new(
-        py,
-        HandleCommand {
-            path: Arc::clone(&path),
-        },
+    // Native threads may start from here on: close their door to Python at exit.
+    gate::install(py, &wrap_pyfunction!(close_gate, py)?.into_any())?;
+    let out = PyDict::new(py);
+    let p = || Arc::clone(&path);
+    out.set_item("handle_command", Py::new(py, HandleCommand { path: p() })?)?;
+    out.set_item(
+        "get_response_ignoring_thrash",
+        Py::new(py, GetResponseIgnoringThrash { path: p() })?,
     )?;
-    let get = Py::new(py, GetResponseIgnoringThrash { path })?;
-    PyTuple::new(py, [handle.into_any(), get.into_any()])
+    out.set_item(
+        "check_process_health",
+        Py::new(py, CheckProcessHealth { path: p() })?,
+    )?;
+    out.set_item(
+        "execute_termination",
+        Py::new(py, ExecuteTermination { path: p() })?,
+    )?;
+    out.set_item(
+        "join_inference_pipeline",
+        Py::new(py, JoinInferencePipeline { path: p() })?,
+    )?;
+    out.set_item(
+        "ensure_idle_pipelines_warmed_up",
+        Py::new(py, EnsureIdlePipelinesWarmedUp { path: p() })?,
+    )?;
+    Ok(out)
+}
+
+/// `atexit` hook: request shutdown and keep native threads out of Python from now on.
+#[pyfunction]
+pub fn close_gate(py: Python<'_>) {
+    gate::close(py);
 }
 
 /// Ask every native wait and daemon to stop. Waits in flight end with an
@@ -404,6 +491,7 @@ pub fn is_shutdown_requested() -> bool {
 #[pyfunction]
 pub fn reset_shutdown() {
     SHUTDOWN.reset();
+    gate::reopen();
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -411,7 +499,12 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyPipelineStates>()?;
     m.add_class::<HandleCommand>()?;
     m.add_class::<GetResponseIgnoringThrash>()?;
-    m.add_function(wrap_pyfunction!(bind_command_path, m)?)?;
+    m.add_class::<CheckProcessHealth>()?;
+    m.add_class::<ExecuteTermination>()?;
+    m.add_class::<JoinInferencePipeline>()?;
+    m.add_class::<EnsureIdlePipelinesWarmedUp>()?;
+    m.add_function(wrap_pyfunction!(bind_patches, m)?)?;
+    m.add_function(wrap_pyfunction!(close_gate, m)?)?;
     m.add_function(wrap_pyfunction!(request_shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(is_shutdown_requested, m)?)?;
     m.add_function(wrap_pyfunction!(reset_shutdown, m)?)?;

@@ -33,6 +33,11 @@ use crate::wait::{self, WaitSet};
 /// reader steals the bytes or the queue is a plain `queue.Queue`.
 const GET_SLICE: Duration = Duration::from_millis(50);
 
+/// Longest stretch without giving the interpreter a chance to run signal handlers.
+/// Process-directed signals may be delivered to any thread, so the main thread's poll is
+/// not always interrupted; waking this often keeps a SIGTERM handler prompt.
+const SIGNAL_SLICE: Duration = Duration::from_millis(100);
+
 /// How a command or wait ended, for logs and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -269,6 +274,7 @@ pub fn wait_for_answer(
                 }
                 Taken::Closed => return Ok(WaitResult::QueueClosed),
                 Taken::Nothing => {
+                    py.check_signals()?;
                     if let Some(p) = process {
                         if !p.call_method0("is_alive")?.is_truthy()? {
                             return Ok(WaitResult::ProcessDied);
@@ -284,13 +290,23 @@ pub fn wait_for_answer(
             process: sentinel,
             shutdown: shutdown_fd,
         };
+        let slice_deadline = deadline.min(Instant::now() + SIGNAL_SLICE);
         let ready = py
-            .allow_threads(|| wait::wait(set, deadline))
+            .allow_threads(|| wait::wait(set, slice_deadline))
             .map_err(|e| {
                 PyOSError::new_err(format!(
                     "poll(2) failed while waiting for a pipeline answer: {e}"
                 ))
             })?;
+        if ready.interrupted || !ready.any() {
+            // Let the interpreter run its signal handlers (a SIGTERM handler raising
+            // SystemExit propagates from here), then keep waiting.
+            py.check_signals()?;
+            if Instant::now() >= deadline {
+                return Ok(WaitResult::Timeout);
+            }
+            continue;
+        }
 
         if ready.data {
             let slice = GET_SLICE
@@ -341,9 +357,6 @@ pub fn wait_for_answer(
         if ready.shutdown {
             return Ok(WaitResult::ShuttingDown);
         }
-        if Instant::now() >= deadline {
-            return Ok(WaitResult::Timeout);
-        }
     }
 }
 
@@ -351,6 +364,8 @@ pub fn wait_for_answer(
 pub struct CommandPath {
     pub target: Target,
     pub queue_timeout: Duration,
+    /// The whole configuration, for the daemons that share this binding.
+    pub config: crate::config::Config,
 }
 
 /// Read `command["type"]` as text, if the command is a dict with a string-like type.
@@ -537,7 +552,8 @@ impl CommandPath {
             let terminating = managed
                 .getattr("is_terminating")
                 .and_then(|v| v.is_truthy())
-                .unwrap_or(false);
+                .unwrap_or(false)
+                || PIPELINES.get(id_text).is_some_and(|r| r.terminating);
             if terminating && kind != Some("terminate") {
                 return Ok(Some((
                     self.error(

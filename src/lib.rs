@@ -8,16 +8,30 @@
 //! * `wait`     – poll(2) on queue, sentinel and shutdown fds (pure Rust);
 //! * `target`   – the bound upstream `app` module and its error helpers;
 //! * `command`  – `handle_command` / `get_response_ignoring_thrash`;
+//! * `health`   – the health daemon (`check_process_health`);
+//! * `policy`   – adaptive probe intervals (pure Rust);
+//! * `pool`     – native worker threads for probes and reaps;
+//! * `gate`     – when native threads may call into Python (shutdown, fork);
+//! * `procfs`   – RSS from /proc;
+//! * `termination` – `execute_termination`, `join_inference_pipeline`, reaps;
+//! * `warmup`   – `ensure_idle_pipelines_warmed_up`;
 //! * `logging`  – structured records through Python `logging`;
 //! * `bindings` – the Python-facing classes and functions.
 
 pub mod bindings;
 pub mod command;
 pub mod config;
+pub mod gate;
+pub mod health;
 pub mod logging;
+pub mod policy;
+pub mod pool;
+pub mod procfs;
 pub mod state;
 pub mod target;
+pub mod termination;
 pub mod wait;
+pub mod warmup;
 
 use pyo3::prelude::*;
 

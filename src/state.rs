@@ -26,6 +26,12 @@ pub struct PipelineRecord {
     pub marked_for_removal: bool,
     /// Set while this library terminates the pipeline.
     pub terminating: bool,
+    /// Consecutive successful health checks (reset by a failure).
+    pub successes: u32,
+    /// When the next STATUS probe is due (`None`: at once).
+    pub next_probe: Option<Instant>,
+    /// A probe for this pipeline is running on a worker.
+    pub probe_in_flight: bool,
 }
 
 /// Thread-safe table of `PipelineRecord`s keyed by pipeline id.
@@ -72,10 +78,40 @@ impl PipelineStates {
             r.last_check_wall = Some(SystemTime::now());
             if success {
                 r.failures = 0;
+                r.successes = r.successes.saturating_add(1);
             } else {
                 r.failures = r.failures.saturating_add(1);
+                r.successes = 0;
             }
             r.failures
+        })
+    }
+
+    /// Claim the next probe of `pipeline_id` if it is due and none is running.
+    pub fn claim_probe(&self, pipeline_id: &str, now: Instant) -> bool {
+        self.update(pipeline_id, |r| {
+            let due = r.next_probe.is_none_or(|t| t <= now);
+            if due && !r.probe_in_flight && !r.terminating && !r.marked_for_removal {
+                r.probe_in_flight = true;
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    /// Finish a probe and schedule the next one.
+    pub fn finish_probe(&self, pipeline_id: &str, next: Instant) {
+        self.update(pipeline_id, |r| {
+            r.probe_in_flight = false;
+            r.next_probe = Some(next);
+        });
+    }
+
+    /// Mark `pipeline_id` as being terminated by us; false if it already was.
+    pub fn begin_termination(&self, pipeline_id: &str) -> bool {
+        self.update(pipeline_id, |r| {
+            !std::mem::replace(&mut r.terminating, true)
         })
     }
 
@@ -186,6 +222,38 @@ mod tests {
         assert_eq!(states.record_check("p", false), 2);
         assert!(states.get("p").unwrap().last_check.is_some());
         assert_eq!(states.record_check("p", true), 0);
+    }
+
+    #[test]
+    fn probes_are_claimed_once_until_finished() {
+        let states = PipelineStates::new();
+        let now = Instant::now();
+        assert!(states.claim_probe("p", now));
+        assert!(!states.claim_probe("p", now));
+        states.finish_probe("p", now + std::time::Duration::from_secs(1));
+        assert!(!states.claim_probe("p", now));
+        assert!(states.claim_probe("p", now + std::time::Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn terminating_or_removed_pipelines_are_not_probed() {
+        let states = PipelineStates::new();
+        assert!(states.begin_termination("t"));
+        assert!(!states.begin_termination("t"));
+        assert!(!states.claim_probe("t", Instant::now()));
+        states.mark_for_removal("r");
+        assert!(!states.claim_probe("r", Instant::now()));
+    }
+
+    #[test]
+    fn successes_and_failures_reset_each_other() {
+        let states = PipelineStates::new();
+        states.record_check("p", true);
+        states.record_check("p", true);
+        assert_eq!(states.get("p").unwrap().successes, 2);
+        states.record_check("p", false);
+        let r = states.get("p").unwrap();
+        assert_eq!((r.successes, r.failures), (0, 1));
     }
 
     #[test]

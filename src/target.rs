@@ -27,6 +27,22 @@ impl ErrorKind {
     }
 }
 
+/// Remove `table[key]` only if it is still `managed` (not a newer pipeline that reused
+/// the id, nor already removed). Returns whether it removed anything.
+pub fn remove_if_same(
+    table: &Bound<'_, PyAny>,
+    key: &Bound<'_, PyAny>,
+    managed: &Bound<'_, PyAny>,
+) -> PyResult<bool> {
+    let current = table.call_method1("get", (key,))?;
+    if current.is(managed) {
+        table.del_item(key)?;
+        Ok(true)
+    } else {
+        Ok(false)
+    }
+}
+
 /// A validated handle on the target module.
 pub struct Target {
     module: Py<PyAny>,
@@ -78,6 +94,32 @@ impl Target {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The module's `PROCESSES_TABLE` (looked up each time: tests swap it).
+    pub fn table<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.module(py).getattr("PROCESSES_TABLE")
+    }
+
+    /// Run `f` holding the module's `PROCESSES_TABLE_LOCK`, acquired with a bound.
+    /// Returns `f`'s result and whether the lock was actually held: callers decide
+    /// whether to go on without it (the GIL still makes single dict operations atomic).
+    /// `f` must not wait on anything: the lock freezes the manager's table.
+    pub fn with_table_lock<R>(
+        &self,
+        py: Python<'_>,
+        bound: std::time::Duration,
+        f: impl FnOnce() -> PyResult<R>,
+    ) -> PyResult<(R, bool)> {
+        let lock = self.module(py).getattr("PROCESSES_TABLE_LOCK")?;
+        let acquired = lock
+            .call_method1("acquire", (true, bound.as_secs_f64()))?
+            .is_truthy()?;
+        let result = f();
+        if acquired {
+            lock.call_method0("release")?;
+        }
+        Ok((result?, acquired))
     }
 
     /// `describe_error(exception=None, error_type=ErrorType.<kind>, public_error_message=message)`.

@@ -2,37 +2,12 @@
 //!
 //! A `multiprocessing.Queue` has a reader pipe (`queue._reader.fileno()`) and a
 //! `multiprocessing.Process` has a `sentinel` fd that becomes readable when the process
-//! ends. Polling both at once, with the GIL released, wakes us exactly when there is an
-//! answer to read or the pipeline died, with no thread per call and no busy loop.
+//! ends. Polling them at once, with the GIL released, wakes us exactly when there is an
+//! answer to read or a pipeline died, with no thread per call and no busy loop.
 //! This module knows nothing about Python.
 
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
-
-/// What woke a wait. Several can be true at once; callers decide precedence
-/// (we read data before declaring a process dead, so last words are not lost).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Readiness {
-    pub data: bool,
-    pub process_exited: bool,
-    pub shutdown: bool,
-    /// The data fd is invalid or hung up (queue closed under us).
-    pub data_broken: bool,
-}
-
-impl Readiness {
-    pub fn any(&self) -> bool {
-        self.data || self.process_exited || self.shutdown || self.data_broken
-    }
-}
-
-/// The fds a wait watches. Any may be absent.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct WaitSet {
-    pub data: Option<RawFd>,
-    pub process: Option<RawFd>,
-    pub shutdown: Option<RawFd>,
-}
 
 /// Convert a remaining duration to poll's millisecond timeout, rounding up so that we
 /// never wake a hair early and spin.
@@ -41,64 +16,150 @@ pub fn poll_timeout_ms(remaining: Duration) -> libc::c_int {
     ms.min(libc::c_int::MAX as u128) as libc::c_int
 }
 
-/// Block until one of the fds is ready or `deadline` passes. Retries on EINTR with the
-/// remaining time. Returns an empty `Readiness` on timeout.
+/// Per-fd result of one poll.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Polled {
+    /// `ready[i]`: fd i is readable or hung up (for a sentinel both mean "exited").
+    pub ready: Vec<bool>,
+    /// `broken[i]`: fd i is invalid or in error (e.g. closed under us).
+    pub broken: Vec<bool>,
+    /// poll(2) was interrupted by a signal. Callers holding Python must run the
+    /// interpreter's signal handlers (`py.check_signals()`) before waiting again,
+    /// otherwise a SIGTERM handler would wait for our deadline.
+    pub interrupted: bool,
+}
+
+impl Polled {
+    pub fn any(&self) -> bool {
+        self.ready.iter().chain(self.broken.iter()).any(|b| *b)
+    }
+}
+
+/// One poll(2) over `fds` until `deadline` (EINTR is reported, not retried).
+pub fn poll_fds(fds: &[RawFd], deadline: Instant) -> std::io::Result<Polled> {
+    let mut polls: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    // SAFETY: `polls` is a valid, initialised array of `polls.len()` pollfd structs.
+    let rc = unsafe {
+        libc::poll(
+            polls.as_mut_ptr(),
+            polls.len() as libc::nfds_t,
+            poll_timeout_ms(remaining),
+        )
+    };
+    let mut out = Polled {
+        ready: vec![false; fds.len()],
+        broken: vec![false; fds.len()],
+        interrupted: false,
+    };
+    if rc < 0 {
+        let err = std::io::Error::last_os_error();
+        if err.kind() == std::io::ErrorKind::Interrupted {
+            out.interrupted = true;
+            return Ok(out);
+        }
+        return Err(err);
+    }
+    for (i, p) in polls.iter().enumerate() {
+        if p.revents & (libc::POLLIN | libc::POLLHUP) != 0 {
+            out.ready[i] = true;
+        } else if p.revents & (libc::POLLNVAL | libc::POLLERR) != 0 {
+            out.broken[i] = true;
+        }
+    }
+    Ok(out)
+}
+
+/// What woke a command wait.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Readiness {
+    pub data: bool,
+    pub process_exited: bool,
+    pub shutdown: bool,
+    /// The data fd is invalid or in error (queue closed under us).
+    pub data_broken: bool,
+    pub interrupted: bool,
+}
+
+impl Readiness {
+    pub fn any(&self) -> bool {
+        self.data || self.process_exited || self.shutdown || self.data_broken
+    }
+}
+
+/// The fds a command wait watches. Any may be absent.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WaitSet {
+    pub data: Option<RawFd>,
+    pub process: Option<RawFd>,
+    pub shutdown: Option<RawFd>,
+}
+
+/// Poll a `WaitSet` once until `deadline`.
 pub fn wait(set: WaitSet, deadline: Instant) -> std::io::Result<Readiness> {
-    let mut fds: Vec<libc::pollfd> = Vec::with_capacity(3);
-    let mut roles: Vec<u8> = Vec::with_capacity(3);
+    let mut fds = Vec::with_capacity(3);
+    let mut roles = Vec::with_capacity(3);
     for (role, fd) in [(0u8, set.data), (1, set.process), (2, set.shutdown)] {
         if let Some(fd) = fd {
-            fds.push(libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            });
+            fds.push(fd);
             roles.push(role);
         }
     }
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        for p in fds.iter_mut() {
-            p.revents = 0;
-        }
-        // SAFETY: `fds` is a valid, initialised array of `fds.len()` pollfd structs.
-        let rc = unsafe {
-            libc::poll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                poll_timeout_ms(remaining),
-            )
-        };
-        if rc < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.kind() == std::io::ErrorKind::Interrupted {
-                if Instant::now() >= deadline {
-                    return Ok(Readiness::default());
-                }
-                continue;
+    let polled = poll_fds(&fds, deadline)?;
+    let mut out = Readiness {
+        interrupted: polled.interrupted,
+        ..Default::default()
+    };
+    for (i, role) in roles.iter().enumerate() {
+        let (ready, broken) = (polled.ready[i], polled.broken[i]);
+        match role {
+            0 => {
+                out.data |= ready;
+                out.data_broken |= broken;
             }
-            return Err(err);
+            1 => out.process_exited |= ready || broken,
+            _ => out.shutdown |= ready || broken,
         }
-        let mut ready = Readiness::default();
-        for (p, role) in fds.iter().zip(roles.iter()) {
-            if p.revents == 0 {
-                continue;
-            }
-            match role {
-                0 => {
-                    if p.revents & libc::POLLIN != 0 {
-                        ready.data = true;
-                    } else if p.revents & (libc::POLLNVAL | libc::POLLERR | libc::POLLHUP) != 0 {
-                        ready.data_broken = true;
-                    }
-                }
-                // A sentinel signals exit with POLLIN or POLLHUP (write end closed).
-                1 => ready.process_exited = true,
-                _ => ready.shutdown = true,
-            }
-        }
-        return Ok(ready);
     }
+    Ok(out)
+}
+
+/// Wait until every fd in `sentinels` is ready (all processes exited), `stop` becomes
+/// ready, or `deadline` passes. Returns the indices still not ready. Retries EINTR:
+/// used with the GIL released where no Python signal handler can run anyway.
+pub fn wait_all(sentinels: &[RawFd], stop: Option<RawFd>, deadline: Instant) -> Vec<usize> {
+    let mut pending: Vec<usize> = (0..sentinels.len()).collect();
+    while !pending.is_empty() {
+        let mut fds: Vec<RawFd> = pending.iter().map(|&i| sentinels[i]).collect();
+        if let Some(stop) = stop {
+            fds.push(stop);
+        }
+        let Ok(polled) = poll_fds(&fds, deadline) else {
+            break;
+        };
+        if let Some(stop_index) = stop.map(|_| fds.len() - 1) {
+            if polled.ready[stop_index] {
+                break;
+            }
+        }
+        pending = pending
+            .iter()
+            .enumerate()
+            .filter(|(slot, _)| !(polled.ready[*slot] || polled.broken[*slot]))
+            .map(|(_, &i)| i)
+            .collect();
+        if !polled.interrupted && Instant::now() >= deadline {
+            break;
+        }
+    }
+    pending
 }
 
 #[cfg(test)]
@@ -181,5 +242,52 @@ mod tests {
         )
         .unwrap();
         assert!(ready.data_broken);
+    }
+
+    #[test]
+    fn wait_all_returns_as_soon_as_every_sentinel_is_ready() {
+        let pipes: Vec<_> = (0..4).map(|_| pipe()).collect();
+        let sentinels: Vec<RawFd> = pipes.iter().map(|p| p.0).collect();
+        for (_, w) in &pipes {
+            close(*w);
+        }
+        let start = Instant::now();
+        let pending = wait_all(&sentinels, None, start + Duration::from_secs(5));
+        assert!(pending.is_empty());
+        assert!(start.elapsed() < Duration::from_secs(1));
+        for fd in sentinels {
+            close(fd);
+        }
+    }
+
+    #[test]
+    fn wait_all_reports_survivors_after_the_deadline() {
+        let (alive_r, alive_w) = pipe();
+        let (dead_r, dead_w) = pipe();
+        close(dead_w);
+        let start = Instant::now();
+        let pending = wait_all(&[alive_r, dead_r], None, start + Duration::from_millis(100));
+        assert_eq!(pending, vec![0]);
+        assert!(start.elapsed() >= Duration::from_millis(100));
+        for fd in [alive_r, alive_w, dead_r] {
+            close(fd);
+        }
+    }
+
+    #[test]
+    fn wait_all_stops_on_the_stop_fd() {
+        let (alive_r, alive_w) = pipe();
+        let (stop_r, stop_w) = pipe();
+        // SAFETY: one byte from a static buffer.
+        unsafe { libc::write(stop_w, b"x".as_ptr().cast(), 1) };
+        let pending = wait_all(
+            &[alive_r],
+            Some(stop_r),
+            Instant::now() + Duration::from_secs(5),
+        );
+        assert_eq!(pending, vec![0]);
+        for fd in [alive_r, alive_w, stop_r, stop_w] {
+            close(fd);
+        }
     }
 }

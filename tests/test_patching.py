@@ -95,14 +95,22 @@ def test_bad_config_changes_nothing(app):
     assert attributes(app) == before
 
 
-def test_not_delivered_yet_patches_delegate_to_the_originals(app):
-    before = attributes(app)
-    smp.apply_patches(app)
-    for name in ("check_process_health", "execute_termination", "join_inference_pipeline",
-                 "ensure_idle_pipelines_warmed_up"):
+def test_every_patch_is_native_and_bound_to_the_target(app):
+    smp.apply_patches(app, config=smp.Config(queue_timeout=2.5))
+    expected = {
+        "handle_command": _native.HandleCommand,
+        "get_response_ignoring_thrash": _native.GetResponseIgnoringThrash,
+        "check_process_health": _native.CheckProcessHealth,
+        "execute_termination": _native.ExecuteTermination,
+        "join_inference_pipeline": _native.JoinInferencePipeline,
+        "ensure_idle_pipelines_warmed_up": _native.EnsureIdlePipelinesWarmedUp,
+    }
+    for name, kind in expected.items():
         replacement = getattr(app, name)
-        if getattr(replacement, "__stream_manager_patches__", None) == name:
-            assert replacement.__wrapped__ is before[name]
+        assert isinstance(replacement, kind), name
+        assert replacement.__name__ == name
+        assert replacement.target == app.__name__
+        assert replacement.config.queue_timeout == 2.5
 
 
 def fake_app(name: str = "fake_app", missing: str = "") -> types.ModuleType:

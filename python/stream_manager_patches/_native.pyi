@@ -49,13 +49,18 @@ class PipelineStates:
 
 pipeline_states: PipelineStates
 
-class HandleCommand:
+class _NativePatch:
     __name__: str
     __qualname__: str
     @property
-    def target(self) -> str: ...
+    def target(self) -> str:
+        """Name of the module this callable is bound to."""
     @property
     def queue_timeout(self) -> float: ...
+    @property
+    def config(self) -> Config: ...
+
+class HandleCommand(_NativePatch):
     def __call__(
         self,
         processes_table: Mapping[str, Any],
@@ -64,13 +69,7 @@ class HandleCommand:
         command: dict,
     ) -> dict: ...
 
-class GetResponseIgnoringThrash:
-    __name__: str
-    __qualname__: str
-    @property
-    def target(self) -> str: ...
-    @property
-    def queue_timeout(self) -> float: ...
+class GetResponseIgnoringThrash(_NativePatch):
     def __call__(
         self,
         responses_queue: Any,
@@ -80,7 +79,20 @@ class GetResponseIgnoringThrash:
         pipeline_id: Optional[str] = None,
     ) -> dict: ...
 
-def bind_command_path(target: Any, config: Config) -> Tuple[HandleCommand, GetResponseIgnoringThrash]: ...
+class CheckProcessHealth(_NativePatch):
+    def __call__(self) -> None: ...
+
+class ExecuteTermination(_NativePatch):
+    def __call__(self, signal_number: int, frame: Any, processes_table: Mapping[str, Any]) -> None: ...
+
+class JoinInferencePipeline(_NativePatch):
+    def __call__(self, processes_table: Dict[str, Any], pipeline_id: str) -> None: ...
+
+class EnsureIdlePipelinesWarmedUp(_NativePatch):
+    def __call__(self, expected_warmed_up_pipelines: int) -> None: ...
+
+def bind_patches(target: Any, config: Config) -> Dict[str, _NativePatch]: ...
+def close_gate() -> None: ...
 def request_shutdown() -> None: ...
 def is_shutdown_requested() -> bool: ...
 def reset_shutdown() -> None: ...

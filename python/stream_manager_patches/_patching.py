@@ -8,12 +8,11 @@ checked before the first ``setattr``, and a failure part-way rolls back what was
 
 from __future__ import annotations
 
-import functools
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Tuple, Union
 
 from . import _native
 from ._native import Config
@@ -65,37 +64,15 @@ def _resolve_names(only: Optional[Iterable[str]]) -> Tuple[str, ...]:
     return tuple(name for name in PATCH_NAMES if name in requested)
 
 
-def _delegating(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
-    """Installed for patches whose native version is not built yet: same behaviour as
-    upstream, but installed and restorable like every other patch."""
-
-    @functools.wraps(original)
-    def delegate(*args: Any, **kwargs: Any) -> Any:
-        return original(*args, **kwargs)
-
-    delegate.__stream_manager_patches__ = name  # type: ignore[attr-defined]
-    return delegate
-
-
-def _build_replacements(
-    target: ModuleType, names: Tuple[str, ...], config: Config, originals: Mapping[str, Any]
-) -> Dict[str, Any]:
+def _build_replacements(target: ModuleType, names: Tuple[str, ...], config: Config) -> Dict[str, Any]:
     missing = [name for name in names if not hasattr(target, name)]
     if missing:
         raise TypeError(
             f"{getattr(target, '__name__', target)!r} has no attribute(s) {missing}; "
             "is it the stream manager's app module?"
         )
-    handle_command, get_response = _native.bind_command_path(target, config)
-    replacements: Dict[str, Any] = {}
-    for name in names:
-        if name == "handle_command":
-            replacements[name] = handle_command
-        elif name == "get_response_ignoring_thrash":
-            replacements[name] = get_response
-        else:
-            replacements[name] = _delegating(name, originals.get(name, getattr(target, name)))
-    return replacements
+    native = _native.bind_patches(target, config)
+    return {name: native[name] for name in names}
 
 
 def apply_patches(
@@ -125,7 +102,7 @@ def apply_patches(
         known_originals = dict(_ACTIVE.originals) if _ACTIVE is not None else {}
         for name in names:
             known_originals.setdefault(name, getattr(target, name, None))
-        replacements = _build_replacements(target, names, resolved, known_originals)
+        replacements = _build_replacements(target, names, resolved)
 
         installation = _Installation(target=target, config=resolved)
         installation.originals = {
