@@ -30,7 +30,8 @@ rust-test:
 	cargo test --quiet
 
 python-test: build
-	$(PY) -m pytest
+	# pytest-timeout fails a hung test; this outer bound also catches a hang that holds the GIL.
+	timeout 2400 $(PY) -m pytest
 
 test: build rust-test python-test
 

@@ -12,11 +12,16 @@
 
 use parking_lot::RwLock;
 use pyo3::prelude::*;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use crate::state::SHUTDOWN;
 
-static GATE_OPEN: RwLock<bool> = RwLock::new(true);
+/// Set once the interpreter is exiting. Read without blocking: threads that hold the
+/// GIL test it, and must never wait on the lock below while holding the GIL.
+static CLOSED: AtomicBool = AtomicBool::new(false);
+/// Held (shared) by every native thread while it is inside Python; `close` takes it
+/// exclusively, with the GIL released, to wait until they have all left.
+static INSIDE: RwLock<()> = RwLock::new(());
 /// pid of the process whose threads use the gate (0 = nobody yet).
 static OWNER: AtomicI32 = AtomicI32::new(0);
 
@@ -32,23 +37,25 @@ pub fn in_owner_process() -> bool {
 }
 
 /// Run `f` with the GIL if the interpreter may still be called; `None` otherwise.
+/// Must be called without the GIL (from a native thread).
 pub fn with_python<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> Option<R> {
-    if !in_owner_process() {
+    if !in_owner_process() || CLOSED.load(Ordering::Acquire) {
         return None;
     }
     // Recursive read: a worker already inside may re-enter without deadlocking on a
     // writer that is waiting for it to leave.
-    let open = GATE_OPEN.read_recursive();
-    if !*open {
+    let inside = INSIDE.read_recursive();
+    if CLOSED.load(Ordering::Acquire) {
         return None;
     }
     let result = Python::with_gil(f);
-    drop(open);
+    drop(inside);
     Some(result)
 }
 
+/// Non-blocking: may be called with the GIL held.
 pub fn is_open() -> bool {
-    in_owner_process() && *GATE_OPEN.read_recursive()
+    in_owner_process() && !CLOSED.load(Ordering::Acquire)
 }
 
 /// Register the `atexit` hook once per process; called when threads are about to start.
@@ -68,15 +75,15 @@ pub fn close(py: Python<'_>) {
     if !in_owner_process() {
         return;
     }
+    CLOSED.store(true, Ordering::Release);
     SHUTDOWN.request();
-    py.allow_threads(|| {
-        *GATE_OPEN.write() = false;
-    });
+    py.allow_threads(|| drop(INSIDE.write()));
 }
 
-/// Reopen (tests that restart daemons in one interpreter).
+/// Reopen (tests that restart daemons in one interpreter). Takes no lock, so it is
+/// safe with the GIL held while workers wait for the GIL.
 pub fn reopen() {
     if in_owner_process() {
-        *GATE_OPEN.write() = true;
+        CLOSED.store(false, Ordering::Release);
     }
 }

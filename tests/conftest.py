@@ -4,6 +4,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 import uuid
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
@@ -46,6 +47,7 @@ def spawn(app) -> Iterator[Callable[..., Any]]:
         *,
         table: Optional[Dict[str, Any]] = None,
         pipeline_id: Optional[str] = None,
+        idle: bool = False,
         **options: Any,
     ):
         command_queue: multiprocessing.Queue = multiprocessing.Queue()
@@ -63,7 +65,7 @@ def spawn(app) -> Iterator[Callable[..., Any]]:
             command_queue=command_queue,
             responses_queue=responses_queue,
             operation_lock=threading.Lock(),
-            is_idle=False,
+            is_idle=idle,
         )
         if table is not None:
             table[pid] = managed
@@ -79,6 +81,37 @@ def spawn(app) -> Iterator[Callable[..., Any]]:
         for queue in (managed.command_queue, managed.responses_queue):
             queue.close()
             queue.cancel_join_thread()
+
+
+class TimedLock:
+    """A stand-in for ``PROCESSES_TABLE_LOCK`` that records how long it is held."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._acquired_at = 0.0
+        self.holds: List[float] = []
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        got = self._lock.acquire(blocking, timeout)
+        if got:
+            self._acquired_at = time.perf_counter()
+        return got
+
+    def release(self) -> None:
+        self.holds.append(time.perf_counter() - self._acquired_at)
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    __enter__ = acquire
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    @property
+    def longest(self) -> float:
+        return max(self.holds, default=0.0)
 
 
 def request_id() -> str:

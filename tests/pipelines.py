@@ -23,7 +23,28 @@ BEHAVIOURS = (
     "answer_then_die",  # answer, flush, then exit abruptly
     "flood",  # write options["stale"] stale answers and malformed items, then the answer
     "ignore_sigterm",  # echo, and ignore SIGTERM
+    "depleted",  # STATUS: all sources ENDED; TERMINATE: success, then exit
+    "depleted_finished",  # STATUS: all sources ENDED and the inference thread finished
 )
+
+
+def _depleted_report(finished: bool) -> Dict[str, Any]:
+    from inference.core.interfaces.camera.video_source import StreamState
+    from inference.core.interfaces.stream.inference_pipeline import (
+        INFERENCE_THREAD_FINISHED_EVENT,
+    )
+
+    last_event = INFERENCE_THREAD_FINISHED_EVENT if finished else "INFERENCE_THREAD_STARTED"
+    return {
+        "status": "success",
+        "report": {
+            "sources_metadata": [{"source_id": 0, "state": StreamState.ENDED}],
+            "video_source_status_updates": [
+                {"context": "video_consumption", "event_type": "VIDEO_ENDED"},
+                {"context": "inference_pipeline", "event_type": last_event},
+            ],
+        },
+    }
 
 
 def _answer(command: Any) -> Dict[str, Any]:
@@ -42,6 +63,14 @@ def run(behaviour: str, command_queue: Queue, responses_queue: Queue, options: D
         request_id, command = command_queue.get()
         if behaviour in ("echo", "ignore_sigterm"):
             responses_queue.put((request_id, _answer(command)))
+        elif behaviour in ("depleted", "depleted_finished"):
+            kind = str(getattr(command.get("type"), "value", command.get("type")))
+            if kind == "terminate":
+                responses_queue.put((request_id, {"status": "success"}))
+                responses_queue.close()
+                responses_queue.join_thread()
+                return
+            responses_queue.put((request_id, _depleted_report(behaviour == "depleted_finished")))
         elif behaviour == "mirror":
             responses_queue.put((request_id, command))
         elif behaviour == "slow":
