@@ -11,10 +11,12 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::command::CommandPath;
+use crate::adaptive::ADAPTIVE;
+use crate::command::{CommandPath, Purpose};
 use crate::config::{self, Config, DurationRule, PatchSelection, PATCH_NAMES};
 use crate::gate;
 use crate::health::HealthDaemon;
+use crate::metrics::METRICS;
 use crate::state::{PIPELINES, SHUTDOWN};
 use crate::target::Target;
 use crate::termination;
@@ -53,7 +55,10 @@ impl PyConfig {
         process_join_timeout = 30.0,
         termination_grace_period = 5.0,
         patches = None,
+        adaptive_timeouts = false,
     ))]
+    // One keyword argument per setting, as Python users expect.
+    #[allow(clippy::too_many_arguments)]
     fn new(
         queue_timeout: f64,
         health_check_timeout: f64,
@@ -62,6 +67,7 @@ impl PyConfig {
         process_join_timeout: f64,
         termination_grace_period: f64,
         patches: Option<&Bound<'_, PyAny>>,
+        adaptive_timeouts: bool,
     ) -> PyResult<Self> {
         let pos = DurationRule::Positive;
         let inner = Config {
@@ -97,6 +103,7 @@ impl PyConfig {
                 None => PatchSelection::All,
                 Some(p) => patches_from_py(p)?,
             },
+            adaptive_timeouts,
         };
         Ok(PyConfig { inner })
     }
@@ -154,6 +161,10 @@ impl PyConfig {
     fn termination_grace_period(&self) -> f64 {
         self.inner.termination_grace_period
     }
+    #[getter]
+    fn adaptive_timeouts(&self) -> bool {
+        self.inner.adaptive_timeouts
+    }
     /// The selected patch names, in install order.
     #[getter]
     fn patches(&self) -> Vec<&'static str> {
@@ -172,13 +183,14 @@ impl PyConfig {
             self.inner.termination_grace_period,
         )?;
         d.set_item("patches", self.inner.patches.names())?;
+        d.set_item("adaptive_timeouts", self.inner.adaptive_timeouts)?;
         Ok(d)
     }
 
     fn __repr__(&self) -> String {
         let c = &self.inner;
         format!(
-            "Config(queue_timeout={:?}, health_check_timeout={:?}, health_check_interval={:?}, max_health_failures={}, process_join_timeout={:?}, termination_grace_period={:?}, patches=[{}])",
+            "Config(queue_timeout={:?}, health_check_timeout={:?}, health_check_interval={:?}, max_health_failures={}, process_join_timeout={:?}, termination_grace_period={:?}, patches=[{}], adaptive_timeouts={})",
             c.queue_timeout,
             c.health_check_timeout,
             c.health_check_interval,
@@ -190,7 +202,8 @@ impl PyConfig {
                 .iter()
                 .map(|n| format!("'{n}'"))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            if c.adaptive_timeouts { "True" } else { "False" }
         )
     }
 }
@@ -322,7 +335,8 @@ native_patch!(
                 request_id,
                 pipeline_id,
                 command,
-                self.path.queue_timeout,
+                self.path.command_timeout(),
+                Purpose::Command,
             )?;
             Ok(answer)
         }
@@ -441,6 +455,11 @@ pub fn bind_patches<'py>(
         queue_timeout: Duration::from_secs_f64(config.queue_timeout),
         config,
     });
+    ADAPTIVE.configure(
+        path.config.adaptive_timeouts,
+        path.queue_timeout,
+        Duration::from_secs_f64(path.config.health_check_timeout),
+    );
     // Native threads may start from here on: close their door to Python at exit.
     gate::install(py, &wrap_pyfunction!(close_gate, py)?.into_any())?;
     let out = PyDict::new(py);
@@ -467,6 +486,96 @@ pub fn bind_patches<'py>(
         Py::new(py, EnsureIdlePipelinesWarmedUp { path: p() })?,
     )?;
     Ok(out)
+}
+
+/// Counters, latency percentiles (seconds) and effective timeouts as a dict.
+#[pyfunction]
+pub fn performance_summary(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let s = METRICS.summary();
+    let d = PyDict::new(py);
+    d.set_item("total_commands", s.total_commands)?;
+    d.set_item("successful_commands", s.successful_commands)?;
+    d.set_item("success_rate", s.success_rate)?;
+    d.set_item("avg_command_time", s.avg_command_time)?;
+    d.set_item("p50_command_time", s.p50_command_time)?;
+    d.set_item("p95_command_time", s.p95_command_time)?;
+    d.set_item("p99_command_time", s.p99_command_time)?;
+    d.set_item("max_command_time", s.max_command_time)?;
+    d.set_item("total_timeouts", s.total_timeouts)?;
+    let failures = PyDict::new(py);
+    for (name, n) in &s.failures_by_type {
+        failures.set_item(*name, *n)?;
+    }
+    d.set_item("failures_by_type", failures)?;
+    d.set_item("avg_health_check_time", s.avg_health_check_time)?;
+    d.set_item("p95_health_check_time", s.p95_health_check_time)?;
+    d.set_item("health_checks", s.health_checks)?;
+    d.set_item("health_check_failures", s.health_check_failures)?;
+    d.set_item("dead_pipelines_detected", s.dead_pipelines_detected)?;
+    d.set_item("pipelines_reaped", s.pipelines_reaped)?;
+    d.set_item("stale_responses_dropped", s.stale_responses_dropped)?;
+    d.set_item("active_pipelines", s.active_pipelines)?;
+    d.set_item(
+        "adaptive_timeouts",
+        ADAPTIVE.enabled.load(std::sync::atomic::Ordering::Relaxed),
+    )?;
+    let effective = PyDict::new(py);
+    for (operation, seconds) in ADAPTIVE.report() {
+        effective.set_item(operation, seconds)?;
+    }
+    d.set_item("effective_timeouts", effective)?;
+    Ok(d)
+}
+
+/// Zero every counter and histogram, and forget the adaptive-timeout windows.
+#[pyfunction]
+pub fn reset_metrics() {
+    METRICS.reset();
+    ADAPTIVE.command.reset();
+    ADAPTIVE.health_check.reset();
+}
+
+/// The metrics in Prometheus text exposition format 0.0.4.
+#[pyfunction]
+pub fn render_prometheus() -> String {
+    METRICS.render_prometheus(&ADAPTIVE.report())
+}
+
+/// Measure, natively, what observability adds to one command: the metrics recorded for
+/// it, and a disabled log call (one level check). Returns nanoseconds per command.
+/// Used by the benchmark scripts; it records into a scratch `Metrics`, not the real one.
+#[pyfunction]
+#[pyo3(signature = (iterations = 200_000))]
+pub fn measure_observability_overhead(
+    py: Python<'_>,
+    iterations: u32,
+) -> PyResult<Bound<'_, PyDict>> {
+    let scratch = crate::metrics::Metrics::default();
+    let n = iterations.max(1);
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        let d = Duration::from_micros(200 + (i % 300) as u64);
+        scratch.record_command(Some("status"), "success", d);
+        scratch.queue_put_duration.observe(d / 10);
+        scratch.queue_get_duration.observe(d);
+        ADAPTIVE.command.record(d);
+    }
+    let metrics_ns = started.elapsed().as_nanos() as f64 / n as f64;
+    ADAPTIVE.command.reset();
+    let started = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(crate::logging::enabled(
+            py,
+            crate::logging::Channel::Command,
+            crate::logging::Level::Debug,
+        ));
+    }
+    let log_check_ns = started.elapsed().as_nanos() as f64 / n as f64;
+    let d = PyDict::new(py);
+    d.set_item("metrics_ns_per_command", metrics_ns)?;
+    d.set_item("disabled_log_call_ns", log_check_ns)?;
+    d.set_item("iterations", n)?;
+    Ok(d)
 }
 
 /// `atexit` hook: request shutdown and keep native threads out of Python from now on.
@@ -505,6 +614,10 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<EnsureIdlePipelinesWarmedUp>()?;
     m.add_function(wrap_pyfunction!(bind_patches, m)?)?;
     m.add_function(wrap_pyfunction!(close_gate, m)?)?;
+    m.add_function(wrap_pyfunction!(performance_summary, m)?)?;
+    m.add_function(wrap_pyfunction!(reset_metrics, m)?)?;
+    m.add_function(wrap_pyfunction!(render_prometheus, m)?)?;
+    m.add_function(wrap_pyfunction!(measure_observability_overhead, m)?)?;
     m.add_function(wrap_pyfunction!(request_shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(is_shutdown_requested, m)?)?;
     m.add_function(wrap_pyfunction!(reset_shutdown, m)?)?;

@@ -23,7 +23,9 @@ use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
+use crate::adaptive::ADAPTIVE;
 use crate::logging::{self, Channel, Fields, Level};
+use crate::metrics::METRICS;
 use crate::state::{PIPELINES, SHUTDOWN};
 use crate::target::{ErrorKind, Target};
 use crate::wait::{self, WaitSet};
@@ -186,6 +188,9 @@ fn match_answer(
             if rid.eq(request_id).unwrap_or(false) {
                 return Some(payload.unbind());
             }
+            METRICS
+                .stale_responses_dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             logging::emit(
                 py,
                 Channel::Command,
@@ -206,6 +211,9 @@ fn match_answer(
             None
         }
         None => {
+            METRICS
+                .stale_responses_dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             logging::emit(
                 py,
                 Channel::Command,
@@ -360,6 +368,30 @@ pub fn wait_for_answer(
     }
 }
 
+/// Who sends a command: clients' commands are counted as commands and feed the
+/// adaptive command timeout; health probes are accounted by the health daemon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    Command,
+    HealthCheck,
+}
+
+/// `"success"` or `"pipeline_error"` for an answer, by its `status` field.
+fn answered_outcome(py: Python<'_>, answer: &PyObject) -> &'static str {
+    let failed = answer
+        .bind(py)
+        .downcast::<PyDict>()
+        .ok()
+        .and_then(|d| d.get_item("status").ok().flatten())
+        .and_then(|s| s.eq("failure").ok())
+        .unwrap_or(false);
+    if failed {
+        "pipeline_error"
+    } else {
+        "success"
+    }
+}
+
 /// The command path bound to one target module and one queue timeout.
 pub struct CommandPath {
     pub target: Target,
@@ -389,6 +421,16 @@ fn pipeline_id_text(pipeline_id: &Bound<'_, PyAny>) -> String {
 }
 
 impl CommandPath {
+    /// The command deadline now: the configured queue timeout, or its adaptive value.
+    pub fn command_timeout(&self) -> Duration {
+        ADAPTIVE.command_timeout(self.queue_timeout)
+    }
+
+    /// The health-probe deadline now (configured or adaptive).
+    pub fn health_timeout(&self) -> Duration {
+        ADAPTIVE.health_timeout(Duration::from_secs_f64(self.config.health_check_timeout))
+    }
+
     fn error(&self, py: Python<'_>, kind: ErrorKind, message: String) -> PyResult<PyObject> {
         self.target.error(py, kind, &message)
     }
@@ -443,6 +485,8 @@ impl CommandPath {
 
     /// `handle_command(processes_table, request_id, pipeline_id, command)` with `timeout`
     /// bounding the whole call: lock, put and wait share one deadline.
+    // Upstream's four arguments plus the deadline and who is asking.
+    #[allow(clippy::too_many_arguments)]
     pub fn handle_command(
         &self,
         py: Python<'_>,
@@ -451,6 +495,7 @@ impl CommandPath {
         pipeline_id: &Bound<'_, PyAny>,
         command: &Bound<'_, PyAny>,
         timeout: Duration,
+        purpose: Purpose,
     ) -> PyResult<(PyObject, Outcome)> {
         let started = Instant::now();
         let deadline = started + timeout;
@@ -467,8 +512,21 @@ impl CommandPath {
             timeout,
             deadline,
         );
-        if let Ok((_, outcome)) = &result {
+        if let Ok((answer, outcome)) = &result {
             let outcome = *outcome;
+            if purpose == Purpose::Command {
+                let elapsed = started.elapsed();
+                let counted = match outcome {
+                    Outcome::Answered => answered_outcome(py, answer),
+                    other => other.name(),
+                };
+                METRICS.record_command(kind.as_deref(), counted, elapsed);
+                match outcome {
+                    Outcome::Answered => ADAPTIVE.command.record(elapsed),
+                    Outcome::Timeout => ADAPTIVE.command.record(timeout),
+                    _ => {}
+                }
+            }
             let (level, success) = match outcome {
                 Outcome::Answered => (Level::Debug, true),
                 _ => (Level::Warning, false),
@@ -597,9 +655,11 @@ impl CommandPath {
             }
             let message = PyTuple::new(py, [request_id, command])?;
             let command_queue = managed.getattr("command_queue")?;
-            if let Err(err) = command_queue
-                .call_method1("put", (message, true, seconds_left(deadline).max(0.001)))
-            {
+            let put_started = Instant::now();
+            let put = command_queue
+                .call_method1("put", (message, true, seconds_left(deadline).max(0.001)));
+            METRICS.queue_put_duration.observe(put_started.elapsed());
+            if let Err(err) = put {
                 if err.is_instance(py, queue_full_type(py)?) {
                     return self.answer_for(py, WaitResult::Timeout, id_text, timeout);
                 }
@@ -609,6 +669,7 @@ impl CommandPath {
                 return Err(err);
             }
             let responses_queue = managed.getattr("responses_queue")?;
+            let wait_started = Instant::now();
             let result = wait_for_answer(
                 py,
                 &responses_queue,
@@ -617,6 +678,7 @@ impl CommandPath {
                 Some(id_text),
                 deadline,
             )?;
+            METRICS.queue_get_duration.observe(wait_started.elapsed());
             self.answer_for(py, result, id_text, timeout)
         })();
         let released = lock.call_method0("release");
@@ -655,7 +717,7 @@ impl CommandPath {
         pipeline_id: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyObject> {
         let started = Instant::now();
-        let timeout = self.queue_timeout;
+        let timeout = self.command_timeout();
         let mut id_text = pipeline_id.map(pipeline_id_text);
         let found;
         let process = match pipeline_process {
@@ -681,6 +743,14 @@ impl CommandPath {
         )?;
         let (answer, outcome) = self.answer_for(py, result, &label, timeout)?;
         let success = outcome == Outcome::Answered;
+        let elapsed = started.elapsed();
+        METRICS.queue_get_duration.observe(elapsed);
+        let counted = if success {
+            answered_outcome(py, &answer)
+        } else {
+            outcome.name()
+        };
+        METRICS.record_command(None, counted, elapsed);
         logging::emit(
             py,
             Channel::Command,

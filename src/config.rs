@@ -25,6 +25,7 @@ pub const ENV_MAX_HEALTH_FAILURES: &str = "STREAM_MANAGER_MAX_HEALTH_FAILURES";
 pub const ENV_PROCESS_JOIN_TIMEOUT: &str = "STREAM_MANAGER_PROCESS_JOIN_TIMEOUT";
 pub const ENV_TERMINATION_GRACE_PERIOD: &str = "STREAM_MANAGER_TERMINATION_GRACE_PERIOD";
 pub const ENV_PATCHES: &str = "STREAM_MANAGER_PATCHES";
+pub const ENV_ADAPTIVE_TIMEOUTS: &str = "STREAM_MANAGER_ADAPTIVE_TIMEOUTS";
 
 /// Which patches to install.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,6 +111,8 @@ pub struct Config {
     pub process_join_timeout: f64,
     pub termination_grace_period: f64,
     pub patches: PatchSelection,
+    /// Derive command and health-check timeouts from recent behaviour (`adaptive`).
+    pub adaptive_timeouts: bool,
 }
 
 impl Default for Config {
@@ -122,6 +125,7 @@ impl Default for Config {
             process_join_timeout: 30.0,
             termination_grace_period: 5.0,
             patches: PatchSelection::All,
+            adaptive_timeouts: false,
         }
     }
 }
@@ -191,6 +195,16 @@ pub fn check_failures(variable: &str, value: i64) -> Result<u32, ConfigError> {
     }
 }
 
+const BOOL_RULE: &str = "must be 1/true/on/yes or 0/false/off/no";
+
+pub fn parse_bool(variable: &str, raw: &str) -> Result<bool, ConfigError> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "on" | "yes" => Ok(true),
+        "0" | "false" | "off" | "no" => Ok(false),
+        _ => Err(error(variable, raw, BOOL_RULE)),
+    }
+}
+
 pub fn parse_patches(variable: &str, raw: &str) -> Result<PatchSelection, ConfigError> {
     PatchSelection::parse(raw).map_err(|why| {
         error(
@@ -237,6 +251,9 @@ impl Config {
                 &raw,
                 DurationRule::NonNegative,
             )?;
+        }
+        if let Some(raw) = get(ENV_ADAPTIVE_TIMEOUTS) {
+            config.adaptive_timeouts = parse_bool(ENV_ADAPTIVE_TIMEOUTS, &raw)?;
         }
         if let Some(raw) = lookup(ENV_PATCHES) {
             config.patches = parse_patches(ENV_PATCHES, &raw)?;
@@ -329,6 +346,18 @@ mod tests {
         }
         assert_eq!(check_failures("X", 1).unwrap(), 1);
         assert!(check_failures("X", 0).is_err());
+    }
+
+    #[test]
+    fn adaptive_timeouts_flag() {
+        assert!(!Config::from_lookup(lookup(&[])).unwrap().adaptive_timeouts);
+        for on in ["1", "true", "ON", "yes"] {
+            let c = Config::from_lookup(lookup(&[(ENV_ADAPTIVE_TIMEOUTS, on)])).unwrap();
+            assert!(c.adaptive_timeouts);
+        }
+        let err = Config::from_lookup(lookup(&[(ENV_ADAPTIVE_TIMEOUTS, "maybe")])).unwrap_err();
+        assert!(err.to_string().contains("maybe"));
+        assert!(err.to_string().contains(ENV_ADAPTIVE_TIMEOUTS));
     }
 
     #[test]

@@ -18,9 +18,11 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::command::{CommandPath, Outcome};
+use crate::adaptive::ADAPTIVE;
+use crate::command::{CommandPath, Outcome, Purpose};
 use crate::gate;
 use crate::logging::{self, Channel, Fields, Level};
+use crate::metrics::METRICS;
 use crate::policy::ProbePolicy;
 use crate::pool::POOL;
 use crate::procfs;
@@ -160,6 +162,7 @@ impl HealthDaemon {
             next_probe: None,
         };
         let mut live_ids = Vec::with_capacity(entries.len());
+        let mut active = 0i64;
 
         for (key, managed) in entries {
             let id = key.str()?.to_string();
@@ -187,6 +190,7 @@ impl HealthDaemon {
                 self.submit_reap(&id, &managed, "process is not alive");
                 continue;
             }
+            active += 1;
             total_ram += ram;
             if let Some(limit) = max_ram_mb {
                 if total_ram > limit {
@@ -221,6 +225,12 @@ impl HealthDaemon {
                 out.next_probe = Some(out.next_probe.map_or(next, |n: Instant| n.min(next)));
             }
         }
+        METRICS.active_pipelines.store(active, Ordering::Relaxed);
+        METRICS.health_sweeps.fetch_add(1, Ordering::Relaxed);
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        METRICS.last_sweep_unix_ms.store(unix_ms, Ordering::Relaxed);
         // Forget records of pipelines that left the table by other paths.
         for (id, record) in PIPELINES.snapshot() {
             if !record.terminating && !record.probe_in_flight && !live_ids.contains(&id) {
@@ -263,6 +273,7 @@ impl HealthDaemon {
                         policy.after_success(n)
                     }
                     Ok(ProbeVerdict::Failed(reason)) => {
+                        METRICS.health_check_failures.fetch_add(1, Ordering::Relaxed);
                         let failures = PIPELINES.record_check(&id, false);
                         logging::emit(
                             py,
@@ -356,7 +367,7 @@ fn probe(
     command.set_item("pipeline_id", id)?;
     let table = PyDict::new(py);
     table.set_item(id, managed)?;
-    let timeout = Duration::from_secs_f64(path.config.health_check_timeout);
+    let timeout = path.health_timeout();
     let request_id = probe_request_id().into_pyobject(py)?.into_any();
     let key = id.into_pyobject(py)?.into_any();
     let (answer, outcome) = path.handle_command(
@@ -366,7 +377,16 @@ fn probe(
         &key,
         command.as_any(),
         timeout,
+        Purpose::HealthCheck,
     )?;
+    let elapsed = started.elapsed();
+    METRICS.health_check_duration.observe(elapsed);
+    METRICS.health_checks.fetch_add(1, Ordering::Relaxed);
+    match outcome {
+        Outcome::Answered => ADAPTIVE.health_check.record(elapsed),
+        Outcome::Timeout => ADAPTIVE.health_check.record(timeout),
+        _ => {}
+    }
     let verdict = match outcome {
         Outcome::Answered => match depletion(py, module, answer.bind(py))? {
             Some(last_event) => ProbeVerdict::Depleted(last_event),
@@ -513,7 +533,8 @@ fn terminate_depleted(
         &request_id,
         &key,
         command.as_any(),
-        path.queue_timeout,
+        path.command_timeout(),
+        Purpose::Command,
     )?;
     let ok = answer
         .bind(py)

@@ -15,15 +15,19 @@
 //! * `procfs`   – RSS from /proc;
 //! * `termination` – `execute_termination`, `join_inference_pipeline`, reaps;
 //! * `warmup`   – `ensure_idle_pipelines_warmed_up`;
+//! * `metrics`  – counters and histograms, Prometheus text;
+//! * `adaptive` – opt-in adaptive timeouts;
 //! * `logging`  – structured records through Python `logging`;
 //! * `bindings` – the Python-facing classes and functions.
 
+pub mod adaptive;
 pub mod bindings;
 pub mod command;
 pub mod config;
 pub mod gate;
 pub mod health;
 pub mod logging;
+pub mod metrics;
 pub mod policy;
 pub mod pool;
 pub mod procfs;

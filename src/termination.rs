@@ -15,6 +15,7 @@ use pyo3::types::PyDict;
 
 use crate::command::CommandPath;
 use crate::logging::{self, Channel, Fields, Level};
+use crate::metrics::METRICS;
 use crate::state::{PIPELINES, SHUTDOWN};
 use crate::target::remove_if_same;
 use crate::wait;
@@ -124,6 +125,7 @@ pub fn reap_pipeline(
         remove_if_same(&table, &key, managed)
     })?;
     PIPELINES.remove(pipeline_id);
+    METRICS.pipelines_reaped.fetch_add(1, Ordering::Relaxed);
     logging::emit(
         py,
         Channel::Health,
@@ -343,6 +345,7 @@ fn terminate_all(
         processes_table.call_method0("clear").map(|_| ())
     })?;
     PIPELINES.clear();
+    METRICS.active_pipelines.store(0, Ordering::Relaxed);
     logging::emit(
         py,
         Channel::Termination,

@@ -32,6 +32,7 @@ def _clean_global_state() -> Iterator[None]:
     smp.restore_patches()
     smp.reset_shutdown()
     smp.pipeline_states.clear()
+    smp.reset_metrics()
 
 
 @pytest.fixture

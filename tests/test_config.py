@@ -18,6 +18,7 @@ def test_defaults_match_the_design():
         "process_join_timeout": 30.0,
         "termination_grace_period": 5.0,
         "patches": list(smp.PATCH_NAMES),
+        "adaptive_timeouts": False,
     }
 
 
@@ -57,6 +58,7 @@ def test_from_env_defaults_to_os_environ(monkeypatch):
         ("STREAM_MANAGER_MAX_HEALTH_FAILURES", "2.5", "integer >= 1"),
         ("STREAM_MANAGER_PROCESS_JOIN_TIMEOUT", "soon", "> 0"),
         ("STREAM_MANAGER_TERMINATION_GRACE_PERIOD", "-1", ">= 0"),
+        ("STREAM_MANAGER_ADAPTIVE_TIMEOUTS", "sometimes", "1/true/on/yes or 0/false/off/no"),
         ("STREAM_MANAGER_PATCHES", "handle_command,teleport", "handle_command, get_response_ignoring_thrash"),
     ],
 )

@@ -16,6 +16,13 @@ from __future__ import annotations
 
 from . import _native
 from ._native import Config, request_shutdown, is_shutdown_requested, reset_shutdown
+from ._metrics import (
+    StreamManagerCollector,
+    performance_summary,
+    register_prometheus,
+    render_prometheus,
+    reset_metrics,
+)
 from ._patching import (
     PATCH_NAMES,
     active_config,
@@ -47,6 +54,11 @@ __all__ = [
     "is_patched",
     "is_shutdown_requested",
     "originals",
+    "performance_summary",
+    "register_prometheus",
+    "render_prometheus",
+    "reset_metrics",
+    "StreamManagerCollector",
     "patched",
     "patched_target",
     "pipeline_states",
