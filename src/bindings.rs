@@ -13,7 +13,7 @@ use pyo3::types::{PyDict, PyTuple};
 
 use crate::adaptive::ADAPTIVE;
 use crate::command::{CommandPath, Purpose};
-use crate::config::{self, Config, DurationRule, PatchSelection, PATCH_NAMES};
+use crate::config::{self, Config, DurationRule, PatchSelection, DEFAULT_PATCH_NAMES, PATCH_NAMES};
 use crate::gate;
 use crate::health::HealthDaemon;
 use crate::metrics::METRICS;
@@ -56,6 +56,7 @@ impl PyConfig {
         termination_grace_period = 5.0,
         patches = None,
         adaptive_timeouts = false,
+        server_threads = 8,
     ))]
     // One keyword argument per setting, as Python users expect.
     #[allow(clippy::too_many_arguments)]
@@ -68,6 +69,7 @@ impl PyConfig {
         termination_grace_period: f64,
         patches: Option<&Bound<'_, PyAny>>,
         adaptive_timeouts: bool,
+        server_threads: i64,
     ) -> PyResult<Self> {
         let pos = DurationRule::Positive;
         let inner = Config {
@@ -104,6 +106,8 @@ impl PyConfig {
                 Some(p) => patches_from_py(p)?,
             },
             adaptive_timeouts,
+            server_threads: config::check_failures("server_threads", server_threads)
+                .map_err(config_error)?,
         };
         Ok(PyConfig { inner })
     }
@@ -165,6 +169,10 @@ impl PyConfig {
     fn adaptive_timeouts(&self) -> bool {
         self.inner.adaptive_timeouts
     }
+    #[getter]
+    fn server_threads(&self) -> u32 {
+        self.inner.server_threads
+    }
     /// The selected patch names, in install order.
     #[getter]
     fn patches(&self) -> Vec<&'static str> {
@@ -184,13 +192,14 @@ impl PyConfig {
         )?;
         d.set_item("patches", self.inner.patches.names())?;
         d.set_item("adaptive_timeouts", self.inner.adaptive_timeouts)?;
+        d.set_item("server_threads", self.inner.server_threads)?;
         Ok(d)
     }
 
     fn __repr__(&self) -> String {
         let c = &self.inner;
         format!(
-            "Config(queue_timeout={:?}, health_check_timeout={:?}, health_check_interval={:?}, max_health_failures={}, process_join_timeout={:?}, termination_grace_period={:?}, patches=[{}], adaptive_timeouts={})",
+            "Config(queue_timeout={:?}, health_check_timeout={:?}, health_check_interval={:?}, max_health_failures={}, process_join_timeout={:?}, termination_grace_period={:?}, patches=[{}], adaptive_timeouts={}, server_threads={})",
             c.queue_timeout,
             c.health_check_timeout,
             c.health_check_interval,
@@ -203,7 +212,8 @@ impl PyConfig {
                 .map(|n| format!("'{n}'"))
                 .collect::<Vec<_>>()
                 .join(", "),
-            if c.adaptive_timeouts { "True" } else { "False" }
+            if c.adaptive_timeouts { "True" } else { "False" },
+            c.server_threads
         )
     }
 }
@@ -623,5 +633,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(reset_shutdown, m)?)?;
     m.add("pipeline_states", PyPipelineStates)?;
     m.add("PATCH_NAMES", PyTuple::new(m.py(), PATCH_NAMES)?)?;
+    m.add(
+        "DEFAULT_PATCH_NAMES",
+        PyTuple::new(m.py(), DEFAULT_PATCH_NAMES)?,
+    )?;
     Ok(())
 }

@@ -7,15 +7,30 @@
 use std::fmt;
 use std::time::Duration;
 
-/// Every patch this library can install, by the name of the upstream attribute it replaces.
+/// Every patch this library can install. The six function patches are named after the
+/// upstream function they replace; `manager_handler` fixes races in upstream's request
+/// handler class and `server` swaps its serial TCP server for a pooled threaded one.
 /// The order is the order in which they are installed and reported.
-pub const PATCH_NAMES: [&str; 6] = [
+pub const PATCH_NAMES: [&str; 8] = [
     "handle_command",
     "get_response_ignoring_thrash",
     "check_process_health",
     "execute_termination",
     "join_inference_pipeline",
     "ensure_idle_pipelines_warmed_up",
+    "manager_handler",
+    "server",
+];
+
+/// What `all` (and the default) means: everything but the opt-in `server`.
+pub const DEFAULT_PATCH_NAMES: [&str; 7] = [
+    "handle_command",
+    "get_response_ignoring_thrash",
+    "check_process_health",
+    "execute_termination",
+    "join_inference_pipeline",
+    "ensure_idle_pipelines_warmed_up",
+    "manager_handler",
 ];
 
 pub const ENV_QUEUE_TIMEOUT: &str = "STREAM_MANAGER_QUEUE_TIMEOUT";
@@ -26,6 +41,7 @@ pub const ENV_PROCESS_JOIN_TIMEOUT: &str = "STREAM_MANAGER_PROCESS_JOIN_TIMEOUT"
 pub const ENV_TERMINATION_GRACE_PERIOD: &str = "STREAM_MANAGER_TERMINATION_GRACE_PERIOD";
 pub const ENV_PATCHES: &str = "STREAM_MANAGER_PATCHES";
 pub const ENV_ADAPTIVE_TIMEOUTS: &str = "STREAM_MANAGER_ADAPTIVE_TIMEOUTS";
+pub const ENV_SERVER_THREADS: &str = "STREAM_MANAGER_SERVER_THREADS";
 
 /// Which patches to install.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +63,10 @@ impl PatchSelection {
         }
         let mut requested: Vec<&str> = Vec::new();
         for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if item.eq_ignore_ascii_case("all") {
+                requested.extend(DEFAULT_PATCH_NAMES);
+                continue;
+            }
             match PATCH_NAMES.iter().find(|name| **name == item) {
                 Some(name) => requested.push(name),
                 None => return Err(format!("unknown patch name {item:?}")),
@@ -64,7 +84,7 @@ impl PatchSelection {
             .collect();
         if chosen.is_empty() {
             PatchSelection::Nothing
-        } else if chosen.len() == PATCH_NAMES.len() {
+        } else if chosen == DEFAULT_PATCH_NAMES {
             PatchSelection::All
         } else {
             PatchSelection::Only(chosen)
@@ -73,7 +93,7 @@ impl PatchSelection {
 
     pub fn names(&self) -> Vec<&'static str> {
         match self {
-            PatchSelection::All => PATCH_NAMES.to_vec(),
+            PatchSelection::All => DEFAULT_PATCH_NAMES.to_vec(),
             PatchSelection::Nothing => Vec::new(),
             PatchSelection::Only(names) => names.clone(),
         }
@@ -113,6 +133,8 @@ pub struct Config {
     pub patches: PatchSelection,
     /// Derive command and health-check timeouts from recent behaviour (`adaptive`).
     pub adaptive_timeouts: bool,
+    /// Worker threads of the pooled TCP server (`server` patch).
+    pub server_threads: u32,
 }
 
 impl Default for Config {
@@ -126,6 +148,7 @@ impl Default for Config {
             termination_grace_period: 5.0,
             patches: PatchSelection::All,
             adaptive_timeouts: false,
+            server_threads: 8,
         }
     }
 }
@@ -180,6 +203,7 @@ pub fn check_seconds(variable: &str, value: f64, rule: DurationRule) -> Result<f
 
 const FAILURES_RULE: &str = "must be an integer >= 1";
 
+/// Parse a positive integer (failure counts, thread counts).
 pub fn parse_failures(variable: &str, raw: &str) -> Result<u32, ConfigError> {
     match raw.trim().parse::<u32>() {
         Ok(n) if n >= 1 => Ok(n),
@@ -254,6 +278,9 @@ impl Config {
         }
         if let Some(raw) = get(ENV_ADAPTIVE_TIMEOUTS) {
             config.adaptive_timeouts = parse_bool(ENV_ADAPTIVE_TIMEOUTS, &raw)?;
+        }
+        if let Some(raw) = get(ENV_SERVER_THREADS) {
+            config.server_threads = parse_failures(ENV_SERVER_THREADS, &raw)?;
         }
         if let Some(raw) = lookup(ENV_PATCHES) {
             config.patches = parse_patches(ENV_PATCHES, &raw)?;
@@ -383,8 +410,19 @@ mod tests {
             PatchSelection::Only(vec!["handle_command", "get_response_ignoring_thrash"])
         );
         assert_eq!(
-            PatchSelection::parse(&PATCH_NAMES.join(",")).unwrap(),
+            PatchSelection::parse(&DEFAULT_PATCH_NAMES.join(",")).unwrap(),
             PatchSelection::All
+        );
+    }
+
+    #[test]
+    fn server_is_opt_in_and_all_can_be_combined() {
+        assert!(!PatchSelection::All.names().contains(&"server"));
+        let sel = PatchSelection::parse("all,server").unwrap();
+        assert_eq!(sel.names(), PATCH_NAMES.to_vec());
+        assert_eq!(
+            PatchSelection::parse("server").unwrap().names(),
+            vec!["server"]
         );
     }
 

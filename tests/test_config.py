@@ -17,8 +17,9 @@ def test_defaults_match_the_design():
         "max_health_failures": 3,
         "process_join_timeout": 30.0,
         "termination_grace_period": 5.0,
-        "patches": list(smp.PATCH_NAMES),
+        "patches": list(smp.DEFAULT_PATCH_NAMES),
         "adaptive_timeouts": False,
+        "server_threads": 8,
     }
 
 

@@ -16,7 +16,7 @@ pytest_plugins = ["pytester"]
 
 
 def attributes(module) -> Dict[str, Any]:
-    return {name: getattr(module, name) for name in smp.PATCH_NAMES}
+    return {name: getattr(module, smp.PATCH_ATTRIBUTES[name]) for name in smp.PATCH_NAMES}
 
 
 def test_apply_installs_all_six_and_restore_puts_back_the_exact_originals(app):
@@ -24,15 +24,17 @@ def test_apply_installs_all_six_and_restore_puts_back_the_exact_originals(app):
     target = smp.apply_patches(app)
     assert target is app
     assert smp.is_patched()
-    assert smp.active_patches() == smp.PATCH_NAMES
-    for name in smp.PATCH_NAMES:
-        assert getattr(app, name) is not before[name], name
+    assert smp.active_patches() == smp.DEFAULT_PATCH_NAMES
+    assert "server" not in smp.active_patches(), "the threaded server is opt-in"
+    for name in smp.DEFAULT_PATCH_NAMES:
+        assert getattr(app, smp.PATCH_ATTRIBUTES[name]) is not before[name], name
+    assert app.RoboflowTCPServer is before["server"]
     assert isinstance(app.handle_command, _native.HandleCommand)
     assert isinstance(app.get_response_ignoring_thrash, _native.GetResponseIgnoringThrash)
     smp.restore_patches()
     assert not smp.is_patched()
     for name in smp.PATCH_NAMES:
-        assert getattr(app, name) is before[name], name
+        assert getattr(app, smp.PATCH_ATTRIBUTES[name]) is before[name], name
 
 
 def test_apply_without_app_finds_the_real_target(app):
@@ -47,12 +49,12 @@ def test_apply_is_idempotent_and_reapply_keeps_the_first_originals(app):
     smp.apply_patches(app)
     smp.apply_patches(app, config=smp.Config(queue_timeout=2))
     assert app.handle_command.queue_timeout == 2.0
-    assert smp.originals() == before
+    assert smp.originals() == {name: before[name] for name in smp.DEFAULT_PATCH_NAMES}
     smp.restore_patches()
     smp.restore_patches()
     assert attributes(app) == before
     for name in smp.PATCH_NAMES:
-        assert getattr(app, name) is before[name]
+        assert getattr(app, smp.PATCH_ATTRIBUTES[name]) is before[name]
 
 
 def test_apply_restore_apply_again(app):
@@ -63,7 +65,7 @@ def test_apply_restore_apply_again(app):
     assert smp.is_patched("handle_command")
     smp.restore_patches()
     for name in smp.PATCH_NAMES:
-        assert getattr(app, name) is before[name]
+        assert getattr(app, smp.PATCH_ATTRIBUTES[name]) is before[name]
 
 
 def test_only_a_subset_and_narrowing_restores_the_rest(app):
@@ -120,8 +122,11 @@ def fake_app(name: str = "fake_app", missing: str = "") -> types.ModuleType:
     module.describe_error = real.describe_error
     module.ErrorType = real.ErrorType
     for patch in smp.PATCH_NAMES:
-        if patch != missing:
-            setattr(module, patch, lambda *a, _p=patch, **k: _p)
+        attribute = smp.PATCH_ATTRIBUTES[patch]
+        if patch != missing and attribute != "InferencePipelinesManagerHandler" and attribute != "RoboflowTCPServer":
+            setattr(module, attribute, lambda *a, _p=patch, **k: _p)
+    module.InferencePipelinesManagerHandler = type("InferencePipelinesManagerHandler", (), {})
+    module.RoboflowTCPServer = type("RoboflowTCPServer", (), {})
     return module
 
 
@@ -181,7 +186,7 @@ def test_patched_context_manager_returns_to_the_previous_state(app):
         assert target is app
         assert smp.active_patches() == ("handle_command",)
         with smp.patched(app, config=smp.Config(queue_timeout=3)):
-            assert smp.active_patches() == smp.PATCH_NAMES
+            assert smp.active_patches() == smp.DEFAULT_PATCH_NAMES
             assert app.handle_command.queue_timeout == 3.0
         assert smp.active_patches() == ("handle_command",)
     assert attributes(app) == before
@@ -199,6 +204,8 @@ def test_apply_reads_the_environment_on_each_call(app, monkeypatch):
 def test_env_toggle(app, monkeypatch):
     before = attributes(app)
     monkeypatch.delenv("STREAM_MANAGER_PATCHES", raising=False)
+    assert smp.install_from_env(app) == smp.DEFAULT_PATCH_NAMES
+    monkeypatch.setenv("STREAM_MANAGER_PATCHES", "all,server")
     assert smp.install_from_env(app) == smp.PATCH_NAMES
     monkeypatch.setenv("STREAM_MANAGER_PATCHES", "handle_command")
     assert smp.install_from_env(app) == ("handle_command",)
@@ -250,7 +257,7 @@ def test_concurrent_apply_and_restore_end_consistent(app):
     assert errors == []
     smp.restore_patches()
     for name in smp.PATCH_NAMES:
-        assert getattr(app, name) is before[name]
+        assert getattr(app, smp.PATCH_ATTRIBUTES[name]) is before[name]
 
 
 def test_pytest_fixture_patches_for_one_test_only(pytester, app):

@@ -24,6 +24,8 @@ from ._metrics import (
     reset_metrics,
 )
 from ._patching import (
+    DEFAULT_PATCH_NAMES,
+    PATCH_ATTRIBUTES,
     PATCH_NAMES,
     active_config,
     active_patches,
@@ -44,6 +46,8 @@ pipeline_states = _native.pipeline_states
 
 __all__ = [
     "Config",
+    "DEFAULT_PATCH_NAMES",
+    "PATCH_ATTRIBUTES",
     "PATCH_NAMES",
     "TARGET_MODULES",
     "active_config",

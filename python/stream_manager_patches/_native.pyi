@@ -4,6 +4,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 __version__: str
 PATCH_NAMES: Tuple[str, ...]
+DEFAULT_PATCH_NAMES: Tuple[str, ...]
 
 class Config:
     """Validated configuration. Bad values raise ``ValueError`` naming field, value and rule."""
@@ -19,6 +20,7 @@ class Config:
         termination_grace_period: float = 5.0,
         patches: Union[str, Iterable[str], None] = None,
         adaptive_timeouts: bool = False,
+        server_threads: int = 8,
     ) -> None: ...
     @staticmethod
     def from_env(environ: Optional[Mapping[str, str]] = None) -> Config: ...
@@ -38,6 +40,8 @@ class Config:
     def patches(self) -> List[str]: ...
     @property
     def adaptive_timeouts(self) -> bool: ...
+    @property
+    def server_threads(self) -> int: ...
     def to_dict(self) -> Dict[str, Any]: ...
     def __eq__(self, other: object) -> bool: ...
 

@@ -16,9 +16,18 @@ from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Tuple, Unio
 
 from . import _native
 from ._native import Config
+from ._server import build_manager_handler, build_pooled_server
 from ._target import find_target
 
 PATCH_NAMES: Tuple[str, ...] = tuple(_native.PATCH_NAMES)
+#: What ``all`` and the default mean: every patch but the opt-in ``server``.
+DEFAULT_PATCH_NAMES: Tuple[str, ...] = tuple(_native.DEFAULT_PATCH_NAMES)
+#: The module attribute each patch replaces.
+PATCH_ATTRIBUTES: Dict[str, str] = {
+    **{name: name for name in PATCH_NAMES},
+    "manager_handler": "InferencePipelinesManagerHandler",
+    "server": "RoboflowTCPServer",
+}
 
 ConfigLike = Union[Config, Mapping[str, Any], None]
 
@@ -52,10 +61,12 @@ def _resolve_config(config: ConfigLike) -> Config:
 
 def _resolve_names(only: Optional[Iterable[str]]) -> Tuple[str, ...]:
     if only is None:
-        return PATCH_NAMES
+        return DEFAULT_PATCH_NAMES
     if isinstance(only, str):
         only = [part for part in only.split(",") if part.strip()]
-    requested = [str(name).strip() for name in only]
+    requested = []
+    for name in (str(n).strip() for n in only):
+        requested.extend(DEFAULT_PATCH_NAMES if name.lower() == "all" else [name])
     unknown = [name for name in requested if name not in PATCH_NAMES]
     if unknown:
         raise ValueError(
@@ -64,15 +75,29 @@ def _resolve_names(only: Optional[Iterable[str]]) -> Tuple[str, ...]:
     return tuple(name for name in PATCH_NAMES if name in requested)
 
 
-def _build_replacements(target: ModuleType, names: Tuple[str, ...], config: Config) -> Dict[str, Any]:
-    missing = [name for name in names if not hasattr(target, name)]
+def _build_replacements(
+    target: ModuleType, names: Tuple[str, ...], config: Config, originals: Mapping[str, Any]
+) -> Dict[str, Any]:
+    missing = [PATCH_ATTRIBUTES[name] for name in names if not hasattr(target, PATCH_ATTRIBUTES[name])]
     if missing:
         raise TypeError(
             f"{getattr(target, '__name__', target)!r} has no attribute(s) {missing}; "
             "is it the stream manager's app module?"
         )
     native = _native.bind_patches(target, config)
-    return {name: native[name] for name in names}
+    replacements: Dict[str, Any] = {}
+    for name in names:
+        if name == "manager_handler":
+            replacements[name] = build_manager_handler(
+                target,
+                originals[name],
+                originals.get("get_response_ignoring_thrash", target.get_response_ignoring_thrash),
+            )
+        elif name == "server":
+            replacements[name] = build_pooled_server(originals[name], config)
+        else:
+            replacements[name] = native[name]
+    return replacements
 
 
 def apply_patches(
@@ -100,9 +125,10 @@ def apply_patches(
                 "call restore_patches() before patching another module"
             )
         known_originals = dict(_ACTIVE.originals) if _ACTIVE is not None else {}
-        for name in names:
-            known_originals.setdefault(name, getattr(target, name, None))
-        replacements = _build_replacements(target, names, resolved)
+        for name in PATCH_NAMES:
+            if name in names or name == "get_response_ignoring_thrash":
+                known_originals.setdefault(name, getattr(target, PATCH_ATTRIBUTES[name], None))
+        replacements = _build_replacements(target, names, resolved, known_originals)
 
         installation = _Installation(target=target, config=resolved)
         installation.originals = {
@@ -112,17 +138,18 @@ def apply_patches(
         previous_values: Dict[str, Any] = {}
         try:
             for name in PATCH_NAMES:
+                attribute = PATCH_ATTRIBUTES[name]
                 if name in replacements:
-                    previous_values[name] = getattr(target, name)
-                    setattr(target, name, replacements[name])
+                    previous_values[name] = getattr(target, attribute)
+                    setattr(target, attribute, replacements[name])
                     installation.installed[name] = replacements[name]
                 elif name in installation.originals:
                     # Was patched before, not selected now: put the original back.
-                    previous_values[name] = getattr(target, name)
-                    setattr(target, name, installation.originals.pop(name))
+                    previous_values[name] = getattr(target, attribute)
+                    setattr(target, attribute, installation.originals.pop(name))
         except BaseException:
             for name, value in previous_values.items():
-                setattr(target, name, value)
+                setattr(target, PATCH_ATTRIBUTES[name], value)
             raise
         _ACTIVE = installation if installation.installed else None
         return target
@@ -135,7 +162,7 @@ def restore_patches() -> None:
         if _ACTIVE is None:
             return
         for name, original in _ACTIVE.originals.items():
-            setattr(_ACTIVE.target, name, original)
+            setattr(_ACTIVE.target, PATCH_ATTRIBUTES[name], original)
         _ACTIVE = None
 
 
