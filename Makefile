@@ -1,5 +1,7 @@
-# Two commands do all the set-up on a fresh machine:
-#   make serve   - build, install into .venv with the pinned Inference, run a patched stream manager
+# Two commands do all the set-up on a fresh machine (make demo, make test):
+#   make demo    - build, install into .venv with the pinned Inference, run a patched stream
+#                  manager on real pipelines and report what happens (the main job)
+#   make serve   - the same set-up, then a patched stream manager that keeps serving
 #   make test    - build, install, then run the Rust and Python test suites
 # Everything lives in ./.venv; pip's cache makes the second run fast.
 
@@ -13,7 +15,7 @@ TEST_DEPS     := "$(INFERENCE_PIN)" psutil==7.2.2 "maturin>=1.5,<2" pytest==8.4.
 HOST          ?= 127.0.0.1
 PORT          ?= 7070
 
-.PHONY: deps build test rust-test python-test lint serve doctor clean
+.PHONY: deps build test rust-test python-test lint serve demo doctor clean
 
 $(VENV)/.deps-stamp: Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +43,9 @@ lint:
 
 serve: build
 	$(PY) -m stream_manager_patches serve --host $(HOST) --port $(PORT)
+
+demo: build
+	$(PY) -m stream_manager_patches demo
 
 doctor: build
 	$(PY) -m stream_manager_patches doctor
