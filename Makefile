@@ -11,7 +11,7 @@ PY            := $(VENV)/bin/python
 # The upstream release the tests run against (see ../shared/DESIGN.md "Targets").
 INFERENCE_PIN ?= inference-cpu[http]==0.54.1
 # The app's import chain needs psutil, which inference-cpu does not declare.
-TEST_DEPS     := "$(INFERENCE_PIN)" psutil==7.2.2 "maturin>=1.5,<2" pytest==8.4.2 pytest-timeout==2.4.0 prometheus-client==0.26.0
+TEST_DEPS     := "$(INFERENCE_PIN)" psutil==7.2.2 "maturin>=1.5,<2" pytest==8.4.2 pytest-timeout==2.4.0 prometheus-client==0.26.0 "pyyaml>=6"
 HOST          ?= 127.0.0.1
 PORT          ?= 7070
 

@@ -42,13 +42,17 @@ def _serve(args: argparse.Namespace) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from . import _ops
+
     target = _target.find_target()
     installed = _patching.install_from_env(target)
     target.HOST = args.host
     target.PORT = args.port
+    exporter = _ops.start_metrics_exporter()
+    metrics = f", metrics on http://{exporter.host}:{exporter.port}/metrics" if exporter else ""
     print(
         f"stream-manager-patches: serving {target.__name__} on {args.host}:{args.port} "
-        f"with patches {list(installed) or 'none'}",
+        f"with patches {list(installed) or 'none'}{metrics}",
         flush=True,
     )
     target.start(expected_warmed_up_pipelines=args.warm)
@@ -140,6 +144,21 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if not failures else 1
 
 
+def _probe(args: argparse.Namespace) -> int:
+    import os
+
+    from . import _ops
+
+    result = _ops.probe_manager(args.host, args.port, args.timeout)
+    if result.ok and args.ready:
+        url = args.metrics_url or (
+            f"http://{args.host}:{os.environ.get(_ops.ENV_METRICS_PORT, '9108')}/metrics"
+        )
+        result = _ops.probe_readiness(url, args.timeout, args.max_sweep_age)
+    print(f"{'OK' if result.ok else 'FAIL'} {result.reason} ({result.seconds * 1e3:.1f} ms)", flush=True)
+    return result.exit_code
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="stream-manager-patches")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -153,6 +172,15 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     doctor = commands.add_parser("doctor", help="show the target, versions, configuration and active patches")
     doctor.set_defaults(run=_doctor)
+
+    probe = commands.add_parser("probe", help="liveness (and --ready: readiness) check of a running manager")
+    probe.add_argument("--host", default="127.0.0.1")
+    probe.add_argument("--port", type=int, default=7070)
+    probe.add_argument("--timeout", type=float, default=2.0, help="bound on the whole check, seconds")
+    probe.add_argument("--ready", action="store_true", help="also require a fresh health-daemon heartbeat")
+    probe.add_argument("--metrics-url", default=None, help="default: http://HOST:$STREAM_MANAGER_METRICS_PORT/metrics")
+    probe.add_argument("--max-sweep-age", type=float, default=10.0, help="oldest acceptable health sweep, seconds")
+    probe.set_defaults(run=_probe)
 
     demo = commands.add_parser("demo", help="run a patched manager on real pipelines and report timings")
     demo.add_argument("--video-seconds", type=float, default=2.0)

@@ -7,11 +7,13 @@ Used by the ``demo`` command and by the end-to-end tests.
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Set, Tuple
@@ -79,7 +81,9 @@ class ManagerProcess:
     env: Dict[str, str]
     process: Optional[subprocess.Popen] = None
     seen_children: Set[int] = field(default_factory=set)
-    output: List[str] = field(default_factory=list)
+    #: The manager's last output lines, drained continuously so that a chatty
+    #: manager never blocks on a full pipe.
+    output: "collections.deque[str]" = field(default_factory=lambda: collections.deque(maxlen=400))
 
     @classmethod
     def start(cls, patches: str = "all", extra_env: Optional[Dict[str, str]] = None, ready_timeout: float = 60.0) -> "ManagerProcess":
@@ -95,6 +99,7 @@ class ManagerProcess:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        threading.Thread(target=manager._drain, daemon=True).start()
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
             if manager.process.poll() is not None:
@@ -152,9 +157,12 @@ class ManagerProcess:
             self.process.kill()
             self.process.wait()
 
+    def _drain(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
+
     def read_output(self) -> str:
-        if self.process is not None and self.process.stdout is not None and self.process.poll() is not None:
-            self.output.append(self.process.stdout.read())
         return "".join(self.output)[-5000:]
 
 
