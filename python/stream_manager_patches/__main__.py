@@ -182,6 +182,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     probe.add_argument("--max-sweep-age", type=float, default=10.0, help="oldest acceptable health sweep, seconds")
     probe.set_defaults(run=_probe)
 
+    bench = commands.add_parser("bench", help="patched vs original functions, side by side, on real child processes")
+    bench.add_argument("--quick", action="store_true", help="smaller runs, under 3 minutes in all")
+    bench.add_argument("--output-dir", default="bench-out")
+    bench.add_argument("--only", nargs="*", default=None, help="scenario prefixes to run, e.g. 1. 5.")
+    bench.add_argument("--scenario", default=None, help=argparse.SUPPRESS)
+    bench.add_argument("--variant", default=None, choices=("patched", "original"), help=argparse.SUPPRESS)
+    bench.set_defaults(run=lambda a: __import__("stream_manager_patches._bench", fromlist=["main"]).main(a))
+
     demo = commands.add_parser("demo", help="run a patched manager on real pipelines and report timings")
     demo.add_argument("--video-seconds", type=float, default=2.0)
     demo.set_defaults(run=_demo)

@@ -1,0 +1,95 @@
+"""Real pipeline processes for tests and benchmarks.
+
+Each behaviour runs in a real ``multiprocessing.Process`` and speaks the stream
+manager's protocol: it reads ``(request_id, command)`` from ``command_queue`` and
+writes ``(request_id, response)`` to ``responses_queue``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from multiprocessing import Queue
+from typing import Any, Dict
+
+BEHAVIOURS = (
+    "echo",  # answer {"status": "success", "echo": command, "pid": pid}
+    "mirror",  # answer the command itself (upstream's DummyPipelineManager)
+    "slow",  # answer after options["delay"] seconds
+    "hang",  # read commands, never answer
+    "deaf",  # never read the command queue
+    "die",  # exit abruptly on the first command, without answering
+    "answer_then_die",  # answer, flush, then exit abruptly
+    "flood",  # write options["stale"] stale answers and malformed items, then the answer
+    "ignore_sigterm",  # echo, and ignore SIGTERM
+    "depleted",  # STATUS: all sources ENDED; TERMINATE: success, then exit
+    "depleted_finished",  # STATUS: all sources ENDED and the inference thread finished
+)
+
+
+def _depleted_report(finished: bool) -> Dict[str, Any]:
+    from inference.core.interfaces.camera.video_source import StreamState
+    from inference.core.interfaces.stream.inference_pipeline import (
+        INFERENCE_THREAD_FINISHED_EVENT,
+    )
+
+    last_event = INFERENCE_THREAD_FINISHED_EVENT if finished else "INFERENCE_THREAD_STARTED"
+    return {
+        "status": "success",
+        "report": {
+            "sources_metadata": [{"source_id": 0, "state": StreamState.ENDED}],
+            "video_source_status_updates": [
+                {"context": "video_consumption", "event_type": "VIDEO_ENDED"},
+                {"context": "inference_pipeline", "event_type": last_event},
+            ],
+        },
+    }
+
+
+def _answer(command: Any) -> Dict[str, Any]:
+    return {"status": "success", "echo": command, "pid": os.getpid()}
+
+
+def run(behaviour: str, command_queue: Queue, responses_queue: Queue, options: Dict[str, Any]) -> None:
+    if behaviour not in BEHAVIOURS:
+        raise ValueError(f"unknown behaviour {behaviour}")
+    if behaviour == "ignore_sigterm":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if behaviour == "deaf":
+        while True:
+            time.sleep(3600)
+    while True:
+        request_id, command = command_queue.get()
+        if behaviour in ("echo", "ignore_sigterm"):
+            responses_queue.put((request_id, _answer(command)))
+        elif behaviour in ("depleted", "depleted_finished"):
+            kind = str(getattr(command.get("type"), "value", command.get("type")))
+            if kind == "terminate":
+                responses_queue.put((request_id, {"status": "success"}))
+                responses_queue.close()
+                responses_queue.join_thread()
+                return
+            responses_queue.put((request_id, _depleted_report(behaviour == "depleted_finished")))
+        elif behaviour == "mirror":
+            responses_queue.put((request_id, command))
+        elif behaviour == "slow":
+            time.sleep(options.get("delay", 0.5))
+            responses_queue.put((request_id, _answer(command)))
+        elif behaviour == "hang":
+            continue
+        elif behaviour == "die":
+            os._exit(3)
+        elif behaviour == "answer_then_die":
+            responses_queue.put((request_id, _answer(command)))
+            # Make sure the bytes are in the pipe before dying, like a pipeline that
+            # answered and crashed right after.
+            responses_queue.close()
+            responses_queue.join_thread()
+            os._exit(4)
+        elif behaviour == "flood":
+            for index in range(options.get("stale", 100)):
+                responses_queue.put((f"stale-{index}", {"status": "success", "stale": index}))
+            for junk in (None, "garbage", (1, 2, 3), ["only-one"], {"request_id": request_id}):
+                responses_queue.put(junk)
+            responses_queue.put((request_id, _answer(command)))
