@@ -237,19 +237,7 @@ fn take_one(
             if queue_is_closed(queue) {
                 return Ok(Taken::Closed);
             }
-            logging::emit(
-                py,
-                Channel::Command,
-                Level::Warning,
-                Fields {
-                    event: "malformed_response_dropped",
-                    pipeline_id,
-                    success: Some(false),
-                    error: Some(&err.to_string()),
-                    ..Default::default()
-                },
-                || format!("Dropping unreadable item from responses queue: {err}"),
-            );
+            log_unreadable(py, &err, pipeline_id);
             Ok(Taken::Nothing)
         }
     }

@@ -15,7 +15,10 @@ from stream_manager_patches import _native
 
 import pipelines
 
-TARGET = "inference.core.interfaces.stream_manager.manager_app.app"
+#: The upstream app module under test. The default is the pinned inference 0.54.1;
+#: SMP_TARGET_MODULE=streamvision.stream_manager.manager_app.app runs the suites that do
+#: not need inference-specific pipelines against inference >= 1.8 (see README).
+TARGET = os.environ.get("SMP_TARGET_MODULE", "inference.core.interfaces.stream_manager.manager_app.app")
 
 
 @pytest.fixture(scope="session")

@@ -118,7 +118,9 @@ def test_every_patch_is_native_and_bound_to_the_target(app):
 def fake_app(name: str = "fake_app", missing: str = "") -> types.ModuleType:
     """A stand-in module, for tests about the shim itself (not the command path)."""
     module = types.ModuleType(name)
-    real = sys.modules["inference.core.interfaces.stream_manager.manager_app.app"]
+    from conftest import TARGET
+
+    real = sys.modules[TARGET]
     module.describe_error = real.describe_error
     module.ErrorType = real.ErrorType
     for patch in smp.PATCH_NAMES:
