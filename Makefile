@@ -15,7 +15,7 @@ TEST_DEPS     := "$(INFERENCE_PIN)" psutil==7.2.2 "maturin>=1.5,<2" pytest==8.4.
 HOST          ?= 127.0.0.1
 PORT          ?= 7070
 
-.PHONY: deps build test rust-test python-test lint serve demo doctor clean
+.PHONY: deps build test rust-test python-test lint serve demo doctor clean compat-streamvision
 
 $(VENV)/.deps-stamp: Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,17 @@ demo: build
 
 doctor: build
 	$(PY) -m stream_manager_patches doctor
+
+# inference >= 1.8 generation: streamvision (pulls torch, several GB) in its own venv;
+# runs the suites that need no inference-specific pipeline against its app module.
+SV_VENV ?= .venv-streamvision
+SV_SUITES := tests/test_command_path.py tests/test_daemons.py tests/test_patching.py \
+             tests/test_config.py tests/test_observability.py tests/test_manager_process.py
+compat-streamvision:
+	test -x $(SV_VENV)/bin/python || $(PYTHON) -m venv $(SV_VENV)
+	$(SV_VENV)/bin/python -m pip install -q "streamvision[webrtc,workflows]==0.1.4" psutil pytest==8.4.2 pytest-timeout==2.4.0 prometheus-client==0.26.0 "pyyaml>=6" "maturin>=1.5,<2"
+	VIRTUAL_ENV=$(abspath $(SV_VENV)) $(SV_VENV)/bin/maturin develop --release -q
+	SMP_TARGET_MODULE=streamvision.stream_manager.manager_app.app timeout 1800 $(SV_VENV)/bin/python -m pytest $(SV_SUITES)
 
 clean:
 	rm -rf $(VENV) target

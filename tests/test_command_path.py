@@ -232,8 +232,13 @@ def test_other_python_threads_run_while_a_command_waits(patched_app, spawn):
 
 
 def test_error_answers_dispatch_unchanged_in_the_real_client(patched_app, spawn):
-    from inference.core.interfaces.stream_manager.api import errors
-    from inference.core.interfaces.stream_manager.api.stream_manager_client import dispatch_error
+    import importlib
+
+    from conftest import TARGET
+
+    api = TARGET[: -len(".manager_app.app")] + ".api"  # the client that ships with the target
+    errors = importlib.import_module(api + ".errors")
+    dispatch_error = importlib.import_module(api + ".stream_manager_client").dispatch_error
 
     table: Dict[str, Any] = {}
     hung = spawn("hang", table=table)

@@ -29,10 +29,14 @@ BEHAVIOURS = (
 
 
 def _depleted_report(finished: bool) -> Dict[str, Any]:
-    from inference.core.interfaces.camera.video_source import StreamState
-    from inference.core.interfaces.stream.inference_pipeline import (
-        INFERENCE_THREAD_FINISHED_EVENT,
-    )
+    try:
+        from inference.core.interfaces.camera.video_source import StreamState
+        from inference.core.interfaces.stream.inference_pipeline import (
+            INFERENCE_THREAD_FINISHED_EVENT,
+        )
+    except ImportError:  # inference >= 1.8 moved these to streamvision
+        from streamvision.camera.video_source import StreamState
+        from streamvision.stream.pipeline import INFERENCE_THREAD_FINISHED_EVENT
 
     last_event = INFERENCE_THREAD_FINISHED_EVENT if finished else "INFERENCE_THREAD_STARTED"
     return {
