@@ -136,7 +136,15 @@ fn forking_loads(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
         .bind(py))
 }
 
-fn log_unreadable(py: Python<'_>, err: &PyErr, pipeline_id: Option<&str>) {
+/// Count and log one item dropped from a responses queue (an answer to another
+/// request, a malformed item, or bytes that did not unpickle).
+fn log_dropped(
+    py: Python<'_>,
+    event: &str,
+    pipeline_id: Option<&str>,
+    error: Option<&str>,
+    message: impl FnOnce() -> String,
+) {
     METRICS
         .stale_responses_dropped
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -145,13 +153,24 @@ fn log_unreadable(py: Python<'_>, err: &PyErr, pipeline_id: Option<&str>) {
         Channel::Command,
         Level::Warning,
         Fields {
-            event: "malformed_response_dropped",
+            event,
             pipeline_id,
             success: Some(false),
-            error: Some(&err.to_string()),
+            error,
             ..Default::default()
         },
-        || format!("Dropping unreadable item from responses queue: {err}"),
+        message,
+    );
+}
+
+fn log_unreadable(py: Python<'_>, err: &PyErr, pipeline_id: Option<&str>) {
+    let text = err.to_string();
+    log_dropped(
+        py,
+        "malformed_response_dropped",
+        pipeline_id,
+        Some(&text),
+        || format!("Dropping unreadable item from responses queue: {text}"),
     );
 }
 
@@ -274,48 +293,22 @@ fn match_answer(
             if rid.eq(request_id).unwrap_or(false) {
                 return Some(payload.unbind());
             }
-            METRICS
-                .stale_responses_dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            logging::emit(
-                py,
-                Channel::Command,
-                Level::Warning,
-                Fields {
-                    event: "stale_response_dropped",
-                    pipeline_id,
-                    ..Default::default()
-                },
-                || {
-                    format!(
-                        "Dropping response for request_id={} with payload={}",
-                        short_repr(&rid),
-                        short_repr(&payload)
-                    )
-                },
-            );
+            log_dropped(py, "stale_response_dropped", pipeline_id, None, || {
+                format!(
+                    "Dropping response for request_id={} with payload={}",
+                    short_repr(&rid),
+                    short_repr(&payload)
+                )
+            });
             None
         }
         None => {
-            METRICS
-                .stale_responses_dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            logging::emit(
-                py,
-                Channel::Command,
-                Level::Warning,
-                Fields {
-                    event: "malformed_response_dropped",
-                    pipeline_id,
-                    ..Default::default()
-                },
-                || {
-                    format!(
-                        "Dropping malformed item from responses queue: {}",
-                        short_repr(item)
-                    )
-                },
-            );
+            log_dropped(py, "malformed_response_dropped", pipeline_id, None, || {
+                format!(
+                    "Dropping malformed item from responses queue: {}",
+                    short_repr(item)
+                )
+            });
             None
         }
     }
