@@ -20,6 +20,9 @@ def _doctor(_: argparse.Namespace) -> int:
         or _target.package_version("inference-core"),
         "streamvision": _target.package_version("streamvision"),
     }
+    from . import _compat
+
+    target = None
     try:
         target = _target.find_target()
         report["target"] = target.__name__
@@ -33,6 +36,9 @@ def _doctor(_: argparse.Namespace) -> int:
     except ValueError as error:
         report["config_error"] = str(error)
     report["patches_active_in_this_process"] = list(_patching.active_patches())
+    if target is not None:
+        selected = report.get("patches_selected_by_environment") or list(_patching.DEFAULT_PATCH_NAMES)
+        report["compatibility"] = _compat.report(target, selected)
     print(json.dumps(report, indent=2))
     return 0 if report.get("target") and "config_error" not in report else 1
 

@@ -9,12 +9,13 @@ checked before the first ``setattr``, and a failure part-way rolls back what was
 from __future__ import annotations
 
 import threading
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Tuple, Union
 
-from . import _native
+from . import _compat, _native
 from ._native import Config
 from ._server import build_manager_handler, build_pooled_server
 from ._target import find_target
@@ -124,6 +125,11 @@ def apply_patches(
                 f"patches are already applied to {_ACTIVE.target.__name__}; "
                 "call restore_patches() before patching another module"
             )
+        _, unverified = _compat.check(target, names)
+        if unverified:
+            if _compat.strict_mode():
+                raise RuntimeError(f"{unverified}; refusing because {_compat.ENV_STRICT}=1")
+            warnings.warn(unverified, RuntimeWarning, stacklevel=2)
         known_originals = dict(_ACTIVE.originals) if _ACTIVE is not None else {}
         for name in PATCH_NAMES:
             if name in names or name == "get_response_ignoring_thrash":
