@@ -15,7 +15,7 @@ TEST_DEPS     := "$(INFERENCE_PIN)" psutil==7.2.2 "maturin>=1.5,<2" pytest==8.4.
 HOST          ?= 127.0.0.1
 PORT          ?= 7070
 
-.PHONY: deps build test rust-test python-test lint serve demo doctor clean compat-streamvision
+.PHONY: deps build test rust-test python-test lint serve demo doctor clean compat-streamvision compat-inference17
 
 $(VENV)/.deps-stamp: Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,14 @@ compat-streamvision:
 	$(SV_VENV)/bin/python -m pip install -q "streamvision[webrtc,workflows]==0.1.4" psutil pytest==8.4.2 pytest-timeout==2.4.0 prometheus-client==0.26.0 "pyyaml>=6" "maturin>=1.5,<2"
 	VIRTUAL_ENV=$(abspath $(SV_VENV)) $(SV_VENV)/bin/maturin develop --release -q
 	SMP_TARGET_MODULE=streamvision.stream_manager.manager_app.app timeout 1800 $(SV_VENV)/bin/python -m pytest $(SV_SUITES)
+
+# inference-cpu 1.7.4: its legacy module path aliases to streamvision 0.1.1.
+I17_VENV ?= .venv-inference17
+compat-inference17:
+	test -x $(I17_VENV)/bin/python || $(PYTHON) -m venv $(I17_VENV)
+	$(I17_VENV)/bin/python -m pip install -q "inference-cpu[http]==1.7.4" psutil pytest pytest-timeout prometheus-client "pyyaml>=6" "maturin>=1.5,<2"
+	VIRTUAL_ENV=$(abspath $(I17_VENV)) $(I17_VENV)/bin/maturin develop --release -q
+	SMP_TARGET_MODULE=inference.core.interfaces.stream_manager.manager_app.app timeout 1800 $(I17_VENV)/bin/python -m pytest $(SV_SUITES) tests/test_compat.py
 
 clean:
 	rm -rf $(VENV) target

@@ -35,14 +35,15 @@ GENERATIONS: Tuple[Generation, ...] = (
         module="inference.core.interfaces.stream_manager.manager_app.app",
         distributions=("inference", "inference-cpu", "inference-gpu", "inference-core"),
         verified=("0.54.0", "1.8.0"),
-        verified_on=("0.54.1", "1.7.4"),
+        verified_on=("0.54.1",),
     ),
     Generation(
         name="streamvision",
         module="streamvision.stream_manager.manager_app.app",
         distributions=("streamvision",),
-        verified=("0.1.4", "0.2.0"),
-        verified_on=("0.1.4",),
+        verified=("0.1.1", "0.2.0"),
+        # 0.1.1 is what inference-cpu 1.7.4 installs (its legacy path aliases to it)
+        verified_on=("0.1.1", "0.1.4"),
     ),
 )
 

@@ -29,15 +29,18 @@ BEHAVIOURS = (
 
 
 def _depleted_report(finished: bool) -> Dict[str, Any]:
-    try:
-        from inference.core.interfaces.camera.video_source import StreamState
-        from inference.core.interfaces.stream.inference_pipeline import (
-            INFERENCE_THREAD_FINISHED_EVENT,
-        )
-    except ImportError:  # inference >= 1.8 moved these to streamvision
-        from streamvision.camera.video_source import StreamState
-        from streamvision.stream.pipeline import INFERENCE_THREAD_FINISHED_EVENT
+    import sys
 
+    # Take the constants from the manager's app module, already imported in the parent
+    # we were forked from: importing Inference afresh in a forked child can take seconds
+    # (or deadlock on locks held by the parent's threads).
+    app = sys.modules.get("streamvision.stream_manager.manager_app.app") or sys.modules.get(
+        "inference.core.interfaces.stream_manager.manager_app.app"
+    )
+    if app is None:
+        raise RuntimeError("depleted pipelines need the stream manager app module imported first")
+    StreamState = app.StreamState
+    INFERENCE_THREAD_FINISHED_EVENT = app.INFERENCE_THREAD_FINISHED_EVENT
     last_event = INFERENCE_THREAD_FINISHED_EVENT if finished else "INFERENCE_THREAD_STARTED"
     return {
         "status": "success",
