@@ -59,7 +59,7 @@ compat-streamvision:
 	test -x $(SV_VENV)/bin/python || $(PYTHON) -m venv $(SV_VENV)
 	$(SV_VENV)/bin/python -m pip install -q "streamvision[webrtc,workflows]==0.1.4" psutil pytest==8.4.2 pytest-timeout==2.4.0 prometheus-client==0.26.0 "pyyaml>=6" "maturin>=1.5,<2"
 	VIRTUAL_ENV=$(abspath $(SV_VENV)) $(SV_VENV)/bin/maturin develop --release -q
-	SMP_TARGET_MODULE=streamvision.stream_manager.manager_app.app timeout 1800 $(SV_VENV)/bin/python -m pytest $(SV_SUITES)
+	SMP_TARGET_MODULE=streamvision.stream_manager.manager_app.app timeout 1800 $(SV_VENV)/bin/python -m pytest $(SV_SUITES) tests/test_compat.py
 
 # inference-cpu 1.7.4: its legacy module path aliases to streamvision 0.1.1.
 I17_VENV ?= .venv-inference17

@@ -435,8 +435,15 @@ native_patch!(
     "ensure_idle_pipelines_warmed_up",
     "Native ensure_idle_pipelines_warmed_up(expected_warmed_up_pipelines) -> None: warm-up loop; returns on request_shutdown().",
     {
-        #[pyo3(signature = (expected_warmed_up_pipelines))]
-        fn __call__(&self, py: Python<'_>, expected_warmed_up_pipelines: i64) -> PyResult<()> {
+        // streamvision (inference >= 1.8) passes a keyword-only host_descriptor, which
+        // its spawn function requires; older generations pass nothing.
+        #[pyo3(signature = (expected_warmed_up_pipelines, *, host_descriptor = None))]
+        fn __call__(
+            &self,
+            py: Python<'_>,
+            expected_warmed_up_pipelines: i64,
+            host_descriptor: Option<&Bound<'_, PyAny>>,
+        ) -> PyResult<()> {
             if expected_warmed_up_pipelines < 0 {
                 return Err(PyValueError::new_err(format!(
                     "expected_warmed_up_pipelines must be >= 0, got {expected_warmed_up_pipelines}"
@@ -444,6 +451,7 @@ native_patch!(
             }
             WarmUp {
                 path: Arc::clone(&self.path),
+                host_descriptor: host_descriptor.filter(|h| !h.is_none()).map(|h| h.clone().unbind()),
             }
             .run(py, expected_warmed_up_pipelines as usize)
         }

@@ -24,6 +24,8 @@ const TABLE_LOCK_BOUND: Duration = Duration::from_secs(1);
 
 pub struct WarmUp {
     pub path: Arc<CommandPath>,
+    /// streamvision's pipeline host descriptor, forwarded to its spawn function.
+    pub host_descriptor: Option<Py<PyAny>>,
 }
 
 /// What one check decided.
@@ -88,6 +90,9 @@ impl WarmUp {
             if decision == WarmUpDecision::Spawn && !SHUTDOWN.is_requested() {
                 let kwargs = PyDict::new(py);
                 kwargs.set_item("processes_table", &table)?;
+                if let Some(descriptor) = &self.host_descriptor {
+                    kwargs.set_item("host_descriptor", descriptor.bind(py))?;
+                }
                 module
                     .getattr("spawn_managed_pipeline_process")?
                     .call((), Some(&kwargs))?;
