@@ -109,7 +109,8 @@ def apply_patches(
 ) -> ModuleType:
     """Install the patches on ``app`` (found automatically when None) and return it.
 
-    ``only`` limits the set (default: every patch). ``config`` is a :class:`Config`, a
+    ``only`` limits the set (default: every patch but the opt-in ``server``; names may
+    include ``all``). ``config`` is a :class:`Config`, a
     mapping of its fields, or None to read ``STREAM_MANAGER_*`` from the environment now.
     Calling it again on the same module re-installs with the new selection and config;
     the recorded originals are kept. Patching a second module while one is patched is an
