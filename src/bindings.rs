@@ -17,6 +17,7 @@ use crate::config::{self, Config, DurationRule, PatchSelection, DEFAULT_PATCH_NA
 use crate::gate;
 use crate::health::HealthDaemon;
 use crate::metrics::METRICS;
+use crate::panics;
 use crate::state::{PIPELINES, SHUTDOWN};
 use crate::target::Target;
 use crate::termination;
@@ -339,16 +340,18 @@ native_patch!(
             pipeline_id: &Bound<'_, PyAny>,
             command: &Bound<'_, PyAny>,
         ) -> PyResult<PyObject> {
-            let (answer, _) = self.path.handle_command(
-                py,
-                processes_table,
-                request_id,
-                pipeline_id,
-                command,
-                self.path.command_timeout(),
-                Purpose::Command,
-            )?;
-            Ok(answer)
+            panics::guard("handle_command", || {
+                let (answer, _) = self.path.handle_command(
+                    py,
+                    processes_table,
+                    request_id,
+                    pipeline_id,
+                    command,
+                    self.path.command_timeout(),
+                    Purpose::Command,
+                )?;
+                Ok(answer)
+            })
         }
     }
 );
@@ -369,13 +372,15 @@ native_patch!(
         ) -> PyResult<PyObject> {
             let pipeline_process = pipeline_process.filter(|p| !p.is_none());
             let pipeline_id = pipeline_id.filter(|p| !p.is_none());
-            self.path.get_response(
-                py,
-                responses_queue,
-                matching_request_id,
-                pipeline_process,
-                pipeline_id,
-            )
+            panics::guard("get_response_ignoring_thrash", || {
+                self.path.get_response(
+                    py,
+                    responses_queue,
+                    matching_request_id,
+                    pipeline_process,
+                    pipeline_id,
+                )
+            })
         }
     }
 );
@@ -386,10 +391,12 @@ native_patch!(
     "Native check_process_health() -> None: the health daemon loop; returns on request_shutdown().",
     {
         fn __call__(&self, py: Python<'_>) -> PyResult<()> {
-            HealthDaemon {
-                path: Arc::clone(&self.path),
-            }
-            .run(py)
+            panics::guard("check_process_health", || {
+                HealthDaemon {
+                    path: Arc::clone(&self.path),
+                }
+                .run(py)
+            })
         }
     }
 );
@@ -408,7 +415,9 @@ native_patch!(
             processes_table: &Bound<'_, PyAny>,
         ) -> PyResult<()> {
             let _ = frame;
-            termination::execute_termination(py, &self.path, signal_number, processes_table)
+            panics::guard("execute_termination", || {
+                termination::execute_termination(py, &self.path, signal_number, processes_table)
+            })
         }
     }
 );
@@ -425,7 +434,9 @@ native_patch!(
             processes_table: &Bound<'_, PyAny>,
             pipeline_id: &Bound<'_, PyAny>,
         ) -> PyResult<()> {
-            termination::join_inference_pipeline(py, &self.path, processes_table, pipeline_id)
+            panics::guard("join_inference_pipeline", || {
+                termination::join_inference_pipeline(py, &self.path, processes_table, pipeline_id)
+            })
         }
     }
 );
@@ -441,22 +452,41 @@ native_patch!(
         fn __call__(
             &self,
             py: Python<'_>,
-            expected_warmed_up_pipelines: i64,
+            expected_warmed_up_pipelines: &Bound<'_, PyAny>,
             host_descriptor: Option<&Bound<'_, PyAny>>,
         ) -> PyResult<()> {
-            if expected_warmed_up_pipelines < 0 {
-                return Err(PyValueError::new_err(format!(
-                    "expected_warmed_up_pipelines must be >= 0, got {expected_warmed_up_pipelines}"
-                )));
-            }
-            WarmUp {
-                path: Arc::clone(&self.path),
-                host_descriptor: host_descriptor.filter(|h| !h.is_none()).map(|h| h.clone().unbind()),
-            }
-            .run(py, expected_warmed_up_pipelines as usize)
+            let expected_warmed_up_pipelines = warm_up_count(expected_warmed_up_pipelines)?;
+            panics::guard("ensure_idle_pipelines_warmed_up", || {
+                WarmUp {
+                    path: Arc::clone(&self.path),
+                    host_descriptor: host_descriptor.filter(|h| !h.is_none()).map(|h| h.clone().unbind()),
+                }
+                .run(py, expected_warmed_up_pipelines as usize)
+            })
         }
     }
 );
+
+/// `expected_warmed_up_pipelines` as a count: an int from 0 up, with errors that say so
+/// (a bare extraction would answer `OverflowError: Python int too large to convert`).
+fn warm_up_count(value: &Bound<'_, PyAny>) -> PyResult<i64> {
+    let invalid = || {
+        PyValueError::new_err(format!(
+            "expected_warmed_up_pipelines must be an int >= 0, got {}",
+            value.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))
+    };
+    match value.extract::<i64>() {
+        Ok(count) if count >= 0 => Ok(count),
+        Ok(_) => Err(invalid()),
+        // Too large (or too small) for an i64: a value error, not an overflow.
+        Err(_) if value.is_instance_of::<pyo3::types::PyInt>() => Err(invalid()),
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "expected_warmed_up_pipelines must be an int, not {}",
+            value.get_type().name()?
+        ))),
+    }
+}
 
 /// Bind every native patch to `target` (the stream manager's `app` module).
 /// Returns `{patch name: callable}`. Fails with `TypeError` before anything is
@@ -509,7 +539,7 @@ pub fn bind_patches<'py>(
 /// Counters, latency percentiles (seconds) and effective timeouts as a dict.
 #[pyfunction]
 pub fn performance_summary(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
-    let s = METRICS.summary();
+    let s = panics::guard("performance_summary", || Ok(METRICS.summary()))?;
     let d = PyDict::new(py);
     d.set_item("total_commands", s.total_commands)?;
     d.set_item("successful_commands", s.successful_commands)?;
@@ -555,8 +585,10 @@ pub fn reset_metrics() {
 
 /// The metrics in Prometheus text exposition format 0.0.4.
 #[pyfunction]
-pub fn render_prometheus() -> String {
-    METRICS.render_prometheus(&ADAPTIVE.report())
+pub fn render_prometheus() -> PyResult<String> {
+    panics::guard("render_prometheus", || {
+        Ok(METRICS.render_prometheus(&ADAPTIVE.report()))
+    })
 }
 
 /// Measure, natively, what observability adds to one command: the metrics recorded for
@@ -594,6 +626,39 @@ pub fn measure_observability_overhead(
     d.set_item("disabled_log_call_ns", log_check_ns)?;
     d.set_item("iterations", n)?;
     Ok(d)
+}
+
+/// Testing aid: panic inside the same guard as the patched functions, to prove that a
+/// panic reaches Python as `RuntimeError`. Not part of the API.
+#[pyfunction]
+pub fn _testing_panic(message: &str) -> PyResult<()> {
+    panics::guard("_testing_panic", || panic!("{message}"))
+}
+
+/// Testing aid for fork safety: a native thread that keeps the pipeline table's lock
+/// held `hold_fraction` of the time for `seconds`, as busy probe workers would. Returns
+/// at once. Not part of the API.
+#[pyfunction]
+pub fn _testing_hold_state_lock(seconds: f64, hold_fraction: f64) -> PyResult<()> {
+    if !(seconds.is_finite() && (0.0..=60.0).contains(&seconds)) {
+        return Err(PyValueError::new_err("seconds must be in [0, 60]"));
+    }
+    if !(hold_fraction.is_finite() && (0.0..1.0).contains(&hold_fraction)) {
+        return Err(PyValueError::new_err("hold_fraction must be in [0, 1)"));
+    }
+    let until = std::time::Instant::now() + Duration::from_secs_f64(seconds);
+    let hold = Duration::from_micros((1000.0 * hold_fraction) as u64);
+    let gap = Duration::from_micros(1000) - hold;
+    std::thread::Builder::new()
+        .name("smp-test-lock-holder".into())
+        .spawn(move || {
+            while std::time::Instant::now() < until {
+                PIPELINES.hold_lock_for(hold);
+                std::thread::sleep(gap);
+            }
+        })
+        .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
+    Ok(())
 }
 
 /// `atexit` hook: request shutdown and keep native threads out of Python from now on.
@@ -639,6 +704,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(request_shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(is_shutdown_requested, m)?)?;
     m.add_function(wrap_pyfunction!(reset_shutdown, m)?)?;
+    m.add_function(wrap_pyfunction!(_testing_panic, m)?)?;
+    m.add_function(wrap_pyfunction!(_testing_hold_state_lock, m)?)?;
     m.add("pipeline_states", PyPipelineStates)?;
     m.add("PATCH_NAMES", PyTuple::new(m.py(), PATCH_NAMES)?)?;
     m.add(

@@ -18,7 +18,7 @@
 
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyOSError, PyTypeError};
+use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyDict, PyList, PyTuple};
@@ -28,6 +28,7 @@ use crate::logging::{self, Channel, Fields, Level};
 use crate::metrics::METRICS;
 use crate::state::{PIPELINES, SHUTDOWN};
 use crate::target::{ErrorKind, Target};
+use crate::validate;
 use crate::wait::{self, WaitSet};
 
 /// Longest single `get` once poll said data is there, and the slice used for queues we
@@ -207,7 +208,9 @@ fn take_ready(
             return Ok(None);
         }
         let bytes = recv.call0()?;
-        sem.call_method0("release")?;
+        // A writer that bypassed put() (raw frames on the pipe) never took a slot, so
+        // releasing the bounded semaphore fails; that must not cost us the bytes.
+        let _ = sem.call_method0("release");
         Ok(Some(bytes))
     })();
     rlock.call_method0("release")?;
@@ -689,12 +692,7 @@ impl CommandPath {
         if SHUTDOWN.is_requested() {
             return self.answer_for(py, WaitResult::ShuttingDown, id_text, timeout);
         }
-        if !processes_table.hasattr("get")? {
-            return Err(PyTypeError::new_err(format!(
-                "processes_table must be a mapping of pipeline id to ManagedInferencePipeline, not {}",
-                processes_table.get_type().name()?
-            )));
-        }
+        validate::table(processes_table)?;
         let managed = processes_table.call_method1("get", (pipeline_id,))?;
         if managed.is_none() {
             return Ok((
@@ -706,6 +704,7 @@ impl CommandPath {
                 Outcome::UnknownPipeline,
             ));
         }
+        validate::managed(&managed, id_text)?;
         let refuse_if_leaving = || -> PyResult<Option<(PyObject, Outcome)>> {
             if PIPELINES.is_marked_for_removal(id_text) {
                 return Ok(Some((
@@ -833,6 +832,10 @@ impl CommandPath {
         pipeline_process: Option<&Bound<'_, PyAny>>,
         pipeline_id: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyObject> {
+        validate::queue("responses_queue", responses_queue)?;
+        if let Some(process) = pipeline_process {
+            validate::process("pipeline_process", process)?;
+        }
         let started = Instant::now();
         let timeout = self.command_timeout();
         let mut id_text = pipeline_id.map(pipeline_id_text);

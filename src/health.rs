@@ -23,6 +23,7 @@ use crate::command::{CommandPath, Outcome, Purpose};
 use crate::gate;
 use crate::logging::{self, Channel, Fields, Level};
 use crate::metrics::METRICS;
+use crate::panics;
 use crate::policy::ProbePolicy;
 use crate::pool::POOL;
 use crate::procfs;
@@ -248,13 +249,21 @@ impl HealthDaemon {
         let id = id.to_string();
         let managed = managed.clone().unbind();
         POOL.submit(move || {
-            gate::with_python(|py| {
-                if let Err(err) =
-                    termination::reap_pipeline(py, &path, &id, managed.bind(py), reason)
-                {
-                    err.write_unraisable(py, None);
-                }
+            let reaped = panics::contain(|| {
+                gate::with_python(|py| {
+                    if let Err(err) =
+                        termination::reap_pipeline(py, &path, &id, managed.bind(py), reason)
+                    {
+                        err.write_unraisable(py, None);
+                    }
+                })
             });
+            if let Err(message) = reaped {
+                // Abandoned half-way: let the next sweep try again rather than leave the
+                // pipeline marked as terminating, unprobed and unreaped, forever.
+                PIPELINES.set_terminating(&id, false);
+                report_worker_panic("reap", &id, &message);
+            }
         });
     }
 
@@ -264,7 +273,7 @@ impl HealthDaemon {
         let id = id.to_string();
         let managed = managed.clone().unbind();
         POOL.submit(move || {
-            let finished = gate::with_python(|py| {
+            let finished = panics::contain(|| gate::with_python(|py| {
                 let outcome = probe(py, &path, &id, managed.bind(py));
                 let next = match outcome {
                     Ok(ProbeVerdict::Healthy) => {
@@ -336,12 +345,39 @@ impl HealthDaemon {
                     }
                 };
                 PIPELINES.finish_probe(&id, Instant::now() + next);
-            });
-            if finished.is_none() {
-                PIPELINES.finish_probe(&id, Instant::now());
+            }));
+            match finished {
+                Ok(Some(())) => {}
+                // The interpreter is exiting: nothing will probe again anyway.
+                Ok(None) => PIPELINES.finish_probe(&id, Instant::now()),
+                Err(message) => {
+                    // A probe that is never marked finished is never run again.
+                    PIPELINES.finish_probe(&id, Instant::now() + policy.base);
+                    report_worker_panic("probe", &id, &message);
+                }
             }
         });
     }
+}
+
+/// Log a panic caught on a worker thread (the default panic hook has already printed
+/// its location to stderr).
+fn report_worker_panic(work: &str, id: &str, message: &str) {
+    gate::with_python(|py| {
+        logging::emit(
+            py,
+            Channel::Health,
+            Level::Error,
+            Fields {
+                event: "worker_panic",
+                pipeline_id: Some(id),
+                success: Some(false),
+                error: Some(message),
+                ..Default::default()
+            },
+            || format!("Internal error in the {work} of pipeline_id={id}: {message}; recovered"),
+        );
+    });
 }
 
 enum ProbeVerdict {

@@ -1,17 +1,25 @@
 //! Process-wide state: one record per pipeline, plus the shutdown signal.
 //!
 //! Upstream keeps this kind of bookkeeping in module-level dicts mutated from several
-//! threads without a lock. Here one `parking_lot::Mutex` guards the map; every critical
-//! section is a few field updates, never a wait, so contention is bounded by design.
+//! threads without a lock. Here one mutex guards the map; every critical section is a
+//! few field updates, never a wait and never a call into Python, so contention is
+//! bounded by design.
 //! The shutdown signal is both an atomic flag (cheap to test) and a pipe whose read end
 //! becomes readable on shutdown, so a `poll(2)` on pipeline fds wakes at once.
+//!
+//! `fork()`: the manager forks pipeline processes while our worker threads run. A child
+//! inherits this memory but not the threads, so a mutex a worker held at that instant
+//! would stay locked in the child forever. `install_fork_handlers` registers
+//! `pthread_atfork` handlers that take the table's mutex before the fork and release it
+//! on both sides, and give the child its own shutdown pipe (sharing the parent's would
+//! let a child's shutdown wake the parent's waits).
 
 use once_cell::sync::Lazy;
-use parking_lot::Mutex;
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Instant, SystemTime};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Mutex, MutexGuard, Once};
+use std::time::{Duration, Instant, SystemTime};
 
 /// What we know about one pipeline, beyond what upstream's table holds.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -35,30 +43,50 @@ pub struct PipelineRecord {
 }
 
 /// Thread-safe table of `PipelineRecord`s keyed by pipeline id.
+///
+/// `std::sync::Mutex`, not parking_lot's: on Linux it is one futex word, so releasing it
+/// in a forked child is an atomic store plus at most a `futex` wake, with no global
+/// parking table whose locks another (vanished) thread could have held.
 #[derive(Default)]
 pub struct PipelineStates {
     records: Mutex<HashMap<String, PipelineRecord>>,
 }
+
+type Records = HashMap<String, PipelineRecord>;
 
 impl PipelineStates {
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// The map. No critical section panics, so a poisoned lock still holds a
+    /// consistent map: take it rather than propagate the poison.
+    fn lock(&self) -> MutexGuard<'_, Records> {
+        self.records
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Testing aid for fork safety: hold the lock for `duration`, as a worker thread
+    /// might at the instant the manager forks.
+    pub fn hold_lock_for(&self, duration: Duration) {
+        let _records = self.lock();
+        std::thread::sleep(duration);
+    }
+
     /// Apply `update` to the record of `pipeline_id`, creating it if needed.
     pub fn update<R>(&self, pipeline_id: &str, update: impl FnOnce(&mut PipelineRecord) -> R) -> R {
-        let mut records = self.records.lock();
+        let mut records = self.lock();
         let record = records.entry(pipeline_id.to_string()).or_default();
         update(record)
     }
 
     pub fn get(&self, pipeline_id: &str) -> Option<PipelineRecord> {
-        self.records.lock().get(pipeline_id).cloned()
+        self.lock().get(pipeline_id).cloned()
     }
 
     pub fn is_marked_for_removal(&self, pipeline_id: &str) -> bool {
-        self.records
-            .lock()
+        self.lock()
             .get(pipeline_id)
             .is_some_and(|r| r.marked_for_removal)
     }
@@ -117,17 +145,16 @@ impl PipelineStates {
 
     /// Forget a pipeline (after it was reaped and removed from upstream's table).
     pub fn remove(&self, pipeline_id: &str) -> Option<PipelineRecord> {
-        self.records.lock().remove(pipeline_id)
+        self.lock().remove(pipeline_id)
     }
 
     pub fn clear(&self) {
-        self.records.lock().clear();
+        self.lock().clear();
     }
 
     /// A consistent copy of every record, sorted by pipeline id.
     pub fn snapshot(&self) -> Vec<(String, PipelineRecord)> {
         let mut all: Vec<_> = self
-            .records
             .lock()
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -143,24 +170,32 @@ pub static PIPELINES: Lazy<PipelineStates> = Lazy::new(PipelineStates::new);
 /// Shutdown signal: a flag plus a self-pipe for waking `poll(2)` callers.
 pub struct Shutdown {
     requested: AtomicBool,
-    /// (read end, write end); `None` if pipe2 failed, in which case waiters fall back
-    /// to the flag, checked at least every `FALLBACK_SLICE`.
-    pipe: Option<(RawFd, RawFd)>,
+    /// Read and write ends of the pipe; -1 if pipe2 failed, in which case waiters fall
+    /// back to the flag, checked at least every `FALLBACK_SLICE`. Atomics because a
+    /// forked child replaces them (see `renew_after_fork`).
+    read_fd: AtomicI32,
+    write_fd: AtomicI32,
+}
+
+/// A fresh non-blocking, close-on-exec pipe, or (-1, -1).
+fn new_pipe() -> (i32, i32) {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two fds into the array on success (async-signal-safe).
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
+    if rc == 0 {
+        (fds[0], fds[1])
+    } else {
+        (-1, -1)
+    }
 }
 
 impl Shutdown {
     fn new() -> Self {
-        let mut fds = [0 as libc::c_int; 2];
-        // SAFETY: pipe2 writes two fds into the array on success.
-        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
-        let pipe = if rc == 0 {
-            Some((fds[0], fds[1]))
-        } else {
-            None
-        };
+        let (read, write) = new_pipe();
         Shutdown {
             requested: AtomicBool::new(false),
-            pipe,
+            read_fd: AtomicI32::new(read),
+            write_fd: AtomicI32::new(write),
         }
     }
 
@@ -169,35 +204,100 @@ impl Shutdown {
     }
 
     /// Fd that becomes readable once shutdown is requested.
-    pub fn wake_fd(&self) -> Option<RawFd> {
-        self.pipe.map(|(read, _)| read)
+    pub fn wake_fd(&self) -> Option<i32> {
+        Some(self.read_fd.load(Ordering::Acquire)).filter(|fd| *fd >= 0)
+    }
+
+    fn wake_pipe(&self) {
+        let write = self.write_fd.load(Ordering::Acquire);
+        if write >= 0 {
+            // One byte is enough: nobody reads it until `reset`, so the read end stays
+            // readable for every present and future poller.
+            // SAFETY: writing one byte from a valid buffer to our own pipe.
+            unsafe {
+                libc::write(write, b"x".as_ptr().cast(), 1);
+            }
+        }
     }
 
     pub fn request(&self) {
         if !self.requested.swap(true, Ordering::AcqRel) {
-            if let Some((_, write)) = self.pipe {
-                // One byte is enough: nobody reads it until `reset`, so the read end stays
-                // readable for every present and future poller.
-                // SAFETY: writing one byte from a valid buffer to our own pipe.
-                unsafe {
-                    libc::write(write, b"x".as_ptr().cast(), 1);
-                }
-            }
+            self.wake_pipe();
         }
     }
 
     /// Undo a shutdown (tests, and a manager restarted inside one interpreter).
     pub fn reset(&self) {
-        if let Some((read, _)) = self.pipe {
+        let read = self.read_fd.load(Ordering::Acquire);
+        if read >= 0 {
             let mut buf = [0u8; 64];
             // SAFETY: reading into a local buffer from our own non-blocking pipe.
             while unsafe { libc::read(read, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
         }
         self.requested.store(false, Ordering::Release);
     }
+
+    /// In a forked child: stop sharing the parent's pipe. Only async-signal-safe calls
+    /// (close, pipe2, write), as the child of a multi-threaded process requires.
+    fn renew_after_fork(&self) {
+        let (read, write) = new_pipe();
+        for old in [
+            self.read_fd.swap(read, Ordering::AcqRel),
+            self.write_fd.swap(write, Ordering::AcqRel),
+        ] {
+            if old >= 0 {
+                // SAFETY: closing the child's copies of our own fds.
+                unsafe { libc::close(old) };
+            }
+        }
+        if self.is_requested() {
+            self.wake_pipe();
+        }
+    }
 }
 
 pub static SHUTDOWN: Lazy<Shutdown> = Lazy::new(Shutdown::new);
+
+thread_local! {
+    /// The table's guard, held by the forking thread from `prepare` to `parent`/`child`.
+    static HELD_ACROSS_FORK: RefCell<Option<MutexGuard<'static, Records>>> =
+        const { RefCell::new(None) };
+}
+
+extern "C" fn before_fork() {
+    // Waits for a worker to leave its critical section. Never a deadlock: critical
+    // sections take no other lock and never wait for the GIL the forking thread holds.
+    if let Some(states) = Lazy::get(&PIPELINES) {
+        let guard = states.lock();
+        HELD_ACROSS_FORK.with(|held| *held.borrow_mut() = Some(guard));
+    }
+}
+
+extern "C" fn after_fork_in_parent() {
+    HELD_ACROSS_FORK.with(|held| drop(held.borrow_mut().take()));
+}
+
+extern "C" fn after_fork_in_child() {
+    HELD_ACROSS_FORK.with(|held| drop(held.borrow_mut().take()));
+    if let Some(shutdown) = Lazy::get(&SHUTDOWN) {
+        shutdown.renew_after_fork();
+    }
+}
+
+/// Register the `fork()` handlers once per process (at module import).
+pub fn install_fork_handlers() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: the handlers are plain `extern "C"` functions that live forever.
+        unsafe {
+            libc::pthread_atfork(
+                Some(before_fork),
+                Some(after_fork_in_parent),
+                Some(after_fork_in_child),
+            );
+        }
+    });
+}
 
 #[cfg(test)]
 mod tests {

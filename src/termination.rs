@@ -18,6 +18,7 @@ use crate::logging::{self, Channel, Fields, Level};
 use crate::metrics::METRICS;
 use crate::state::{PIPELINES, SHUTDOWN};
 use crate::target::remove_if_same;
+use crate::validate;
 use crate::wait;
 
 /// How long the health daemon's reap waits after SIGTERM before SIGKILL.
@@ -158,6 +159,7 @@ pub fn join_inference_pipeline(
 ) -> PyResult<()> {
     let started = Instant::now();
     let id_text = pipeline_id.str()?.to_string();
+    validate::table(processes_table)?;
     let managed = processes_table.call_method1("get", (pipeline_id,))?;
     if managed.is_none() {
         logging::emit(
@@ -175,6 +177,7 @@ pub fn join_inference_pipeline(
         );
         return Ok(());
     }
+    validate::managed(&managed, &id_text)?;
     let process = managed.getattr("pipeline_manager")?;
     let join_timeout = Duration::from_secs_f64(path.config.process_join_timeout);
     let exited_in_time =
@@ -245,6 +248,8 @@ pub fn execute_termination(
     signal_number: &Bound<'_, PyAny>,
     processes_table: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
+    // A wrong table is the caller's wiring bug: say so before touching anything.
+    validate::table(processes_table)?;
     if TERMINATION_RUNNING.swap(true, Ordering::AcqRel) {
         // A second signal while we are already terminating: the first run finishes.
         return Ok(());
