@@ -24,9 +24,11 @@ pub fn effective_timeout(base: Duration, recent_p99: Option<Duration>) -> Durati
         return base;
     };
     let low = base / 2;
-    let high = base * 2;
+    let high = base.saturating_mul(2);
     let floor = ABSOLUTE_FLOOR.min(base);
-    p99.mul_f64(P99_FACTOR).clamp(low, high).max(floor)
+    // Not `mul_f64`: it panics past `Duration::MAX`; such a product is clamped anyway.
+    let scaled = Duration::try_from_secs_f64(p99.as_secs_f64() * P99_FACTOR);
+    scaled.unwrap_or(Duration::MAX).clamp(low, high).max(floor)
 }
 
 /// p99 of a sample set (nearest-rank), `None` if empty.
@@ -213,5 +215,117 @@ mod tests {
             w.record(s(0.001));
         }
         assert!(w.recent_p99().is_none());
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    //! Property tests: the effective timeout stays within its clamps for any base and
+    //! p99, p99 is a nearest-rank element, and a `Window` never panics.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn duration() -> impl Strategy<Value = Duration> {
+        prop_oneof![
+            Just(Duration::ZERO),
+            Just(Duration::MAX),
+            (0u64..=60_000_000_000).prop_map(Duration::from_nanos),
+            any::<u64>().prop_map(Duration::from_nanos),
+            (any::<u64>(), 0u32..1_000_000_000).prop_map(|(s, n)| Duration::new(s, n)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn effective_timeout_stays_within_the_clamps(base in duration(), p in duration()) {
+            prop_assert_eq!(effective_timeout(base, None), base);
+            let t = effective_timeout(base, Some(p));
+            let floor = ABSOLUTE_FLOOR.min(base);
+            prop_assert!(t >= base / 2, "{t:?}");
+            prop_assert!(t >= floor, "{t:?}");
+            prop_assert!(t <= base.saturating_mul(2), "{t:?}");
+        }
+
+        #[test]
+        fn effective_timeout_is_monotone_in_p99(
+            base in duration(), a in duration(), b in duration()
+        ) {
+            let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+            prop_assert!(effective_timeout(base, Some(lo)) <= effective_timeout(base, Some(hi)));
+        }
+
+        #[test]
+        fn effective_timeout_follows_three_times_p99_in_between(
+            base_ms in 1u64..=600_000, p_us in 0u64..=2_000_000_000
+        ) {
+            let base = Duration::from_millis(base_ms);
+            let p = Duration::from_micros(p_us);
+            let target = p.as_secs_f64() * P99_FACTOR;
+            let expected = target
+                .clamp(base.as_secs_f64() / 2.0, base.as_secs_f64() * 2.0)
+                .max(ABSOLUTE_FLOOR.min(base).as_secs_f64());
+            let got = effective_timeout(base, Some(p)).as_secs_f64();
+            prop_assert!((got - expected).abs() < 1e-6, "{got} vs {expected}");
+        }
+
+    }
+
+    // Collections are costly to generate in debug builds: fewer, larger cases.
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn p99_is_a_nearest_rank_element(
+            mut samples in prop::collection::vec(
+                prop_oneof![0u64..1000, any::<u64>(), Just(u64::MAX)], 0..600
+            )
+        ) {
+            let original = samples.clone();
+            let got = p99(&mut samples);
+            prop_assert!(samples.windows(2).all(|w| w[0] <= w[1]));
+            let Some(r) = got else {
+                prop_assert!(original.is_empty());
+                return Ok(());
+            };
+            prop_assert!(original.contains(&r));
+            let n = original.len();
+            let rank = (99 * n).div_ceil(100); // nearest rank, in exact integers
+            let at_most = original.iter().filter(|&&x| x <= r).count();
+            let below = original.iter().filter(|&&x| x < r).count();
+            prop_assert!(at_most >= rank, "{at_most} of {n} <= {r}");
+            prop_assert!(below < rank, "{below} of {n} < {r}");
+            prop_assert!(100 * at_most >= 99 * n);
+        }
+
+        #[test]
+        fn window_tracks_the_p99_of_its_last_samples(
+            records in prop::collection::vec(duration(), 0..300),
+            reset_at in prop::option::of(0usize..300),
+        ) {
+            let w = Window::default();
+            let mut seen: Vec<u64> = Vec::new();
+            let mut expected: Option<u64> = None;
+            for (i, d) in records.iter().enumerate() {
+                if reset_at == Some(i) {
+                    w.reset();
+                    seen.clear();
+                    expected = None;
+                    prop_assert_eq!(w.recent_p99(), None);
+                }
+                w.record(*d);
+                seen.push(d.as_nanos().min(u64::MAX as u128).max(1) as u64);
+                let count = seen.len();
+                if count >= MIN_SAMPLES && count % RECOMPUTE_EVERY == 0 {
+                    let mut last = seen[count.saturating_sub(WINDOW)..].to_vec();
+                    expected = p99(&mut last);
+                }
+                prop_assert_eq!(w.recent_p99(), expected.map(Duration::from_nanos));
+                // Whatever the window holds, the timeout it yields is within the clamps.
+                let t = effective_timeout(Duration::from_secs(10), w.recent_p99());
+                prop_assert!(t >= Duration::from_secs(5) && t <= Duration::from_secs(20));
+            }
+        }
     }
 }

@@ -153,6 +153,13 @@ impl Default for Config {
     }
 }
 
+/// Largest accepted duration, in seconds (about 31.7 years). A finite but huge value is
+/// "no bound" in practice, and it breaks the arithmetic downstream: `Duration` conversion
+/// panics past ~1.8e19 s, `Instant + 2 x timeout` overflows, and Python's lock and queue
+/// waits refuse timeouts above `threading.TIMEOUT_MAX` (~9.2e9 s on Linux), which stays
+/// out of reach even after the adaptive policy doubles a timeout.
+pub const MAX_SECONDS: f64 = 1e9;
+
 /// The rule a duration must satisfy.
 #[derive(Clone, Copy, Debug)]
 pub enum DurationRule {
@@ -163,8 +170,8 @@ pub enum DurationRule {
 impl DurationRule {
     fn describe(self) -> &'static str {
         match self {
-            DurationRule::Positive => "must be a finite number of seconds > 0",
-            DurationRule::NonNegative => "must be a finite number of seconds >= 0",
+            DurationRule::Positive => "must be a finite number of seconds > 0 and <= 1e9",
+            DurationRule::NonNegative => "must be a finite number of seconds >= 0 and <= 1e9",
         }
     }
 }
@@ -190,6 +197,7 @@ pub fn parse_seconds(variable: &str, raw: &str, rule: DurationRule) -> Result<f6
 /// Check an already-numeric duration (used for explicit `Config(...)` arguments too).
 pub fn check_seconds(variable: &str, value: f64, rule: DurationRule) -> Result<f64, ConfigError> {
     let ok = value.is_finite()
+        && value <= MAX_SECONDS
         && match rule {
             DurationRule::Positive => value > 0.0,
             DurationRule::NonNegative => value >= 0.0,
@@ -434,6 +442,381 @@ mod tests {
         assert!(text.contains("bogus"), "{text}");
         for name in PATCH_NAMES {
             assert!(text.contains(name), "{text}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    //! Property tests: the parsers never panic, accepted values obey the documented
+    //! rules, and every refusal names the variable and the value.
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    const VAR: &str = "STREAM_MANAGER_TEST_VARIABLE";
+
+    /// Every variable `Config::from_lookup` reads, in the order it reads them.
+    const ALL_VARS: [&str; 9] = [
+        ENV_QUEUE_TIMEOUT,
+        ENV_HEALTH_CHECK_TIMEOUT,
+        ENV_HEALTH_CHECK_INTERVAL,
+        ENV_MAX_HEALTH_FAILURES,
+        ENV_PROCESS_JOIN_TIMEOUT,
+        ENV_TERMINATION_GRACE_PERIOD,
+        ENV_ADAPTIVE_TIMEOUTS,
+        ENV_SERVER_THREADS,
+        ENV_PATCHES,
+    ];
+
+    fn padding() -> impl Strategy<Value = String> {
+        prop::collection::vec(prop::sample::select(vec![' ', '\t', '\n', '\r']), 0..3)
+            .prop_map(|v| v.into_iter().collect())
+    }
+
+    /// Strings that look like what people put in env files: numbers of every shape
+    /// (NaN, inf, huge, negative, exponents, commas), keywords, patch lists, unicode.
+    fn env_value() -> impl Strategy<Value = String> {
+        let word = prop::sample::select(vec![
+            "nan",
+            "NaN",
+            "-nan",
+            "inf",
+            "-inf",
+            "+inf",
+            "infinity",
+            "Infinity",
+            "1e400",
+            "-1e400",
+            "1e308",
+            "1e19",
+            "1e10",
+            "1e9",
+            "1000000000.0000001",
+            "5e-324",
+            "0",
+            "-0",
+            "+0",
+            "0.0",
+            "-0.0",
+            "1",
+            "+1",
+            "01",
+            "1.",
+            ".5",
+            "1,5",
+            "1_000",
+            "0x10",
+            "1s",
+            "1 2",
+            "4294967295",
+            "4294967296",
+            "-1",
+            "18446744073709551616",
+            "99999999999",
+            "true",
+            "FALSE",
+            "On",
+            "oFF",
+            "yes",
+            "No",
+            "all",
+            "ALL",
+            "none",
+            "off",
+            "on",
+            "all,server",
+            "server,all",
+            ",,",
+            " , ",
+            "handle_command,",
+            "Handle_Command",
+            "bogus",
+            "٣",
+            "１",
+            "½",
+            "e",
+            "-",
+            ".",
+            "",
+        ]);
+        prop_oneof![
+            3 => (padding(), word, padding()).prop_map(|(a, w, b)| format!("{a}{w}{b}")),
+            2 => any::<f64>().prop_map(|v| v.to_string()),
+            1 => any::<f64>().prop_map(|v| format!("{v:e}")),
+            1 => any::<i64>().prop_map(|v| v.to_string()),
+            1 => any::<u64>().prop_map(|v| format!(" {v} ")),
+            1 => "[0-9.eE+-]{0,12}",
+            1 => "[a-z_, ]{0,40}",
+            2 => any::<String>(),
+        ]
+    }
+
+    fn check_error(err: &ConfigError, variable: &str, raw: &str) {
+        assert_eq!(err.variable, variable);
+        assert_eq!(err.value, raw);
+        let text = err.to_string();
+        assert!(text.contains(variable), "{text}");
+        assert!(text.contains(&format!("{raw:?}")), "{text}");
+        assert!(!err.rule.is_empty());
+    }
+
+    fn check_seconds_ok(v: f64, rule: DurationRule) {
+        assert!(v.is_finite() && v <= MAX_SECONDS, "{v}");
+        match rule {
+            DurationRule::Positive => assert!(v > 0.0, "{v}"),
+            DurationRule::NonNegative => assert!(v >= 0.0, "{v}"),
+        }
+        // What `Config::queue_timeout()` and the Rust callers do with it must not panic,
+        // including the deadline arithmetic with twice the value.
+        let d = Duration::try_from_secs_f64(v).expect("fits a Duration");
+        let _ = std::time::Instant::now() + d * 2;
+    }
+
+    fn check_config(c: &Config) {
+        check_seconds_ok(c.queue_timeout, DurationRule::Positive);
+        check_seconds_ok(c.health_check_timeout, DurationRule::Positive);
+        check_seconds_ok(c.health_check_interval, DurationRule::Positive);
+        check_seconds_ok(c.process_join_timeout, DurationRule::Positive);
+        check_seconds_ok(c.termination_grace_period, DurationRule::NonNegative);
+        assert!(c.max_health_failures >= 1);
+        assert!(c.server_threads >= 1);
+        let _ = c.queue_timeout();
+        check_selection(&c.patches);
+    }
+
+    fn check_selection(sel: &PatchSelection) {
+        let names = sel.names();
+        // Canonical order, no duplicates, only known names.
+        let positions: Vec<usize> = names
+            .iter()
+            .map(|n| PATCH_NAMES.iter().position(|k| k == n).expect("known name"))
+            .collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{names:?}");
+        match sel {
+            PatchSelection::All => assert_eq!(names, DEFAULT_PATCH_NAMES),
+            PatchSelection::Nothing => assert!(names.is_empty()),
+            PatchSelection::Only(only) => {
+                assert!(!only.is_empty());
+                assert_ne!(only.as_slice(), DEFAULT_PATCH_NAMES.as_slice());
+            }
+        }
+    }
+
+    fn rule() -> impl Strategy<Value = DurationRule> {
+        prop_oneof![
+            Just(DurationRule::Positive),
+            Just(DurationRule::NonNegative)
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn parse_seconds_accepts_exactly_the_rule(raw in env_value(), rule in rule()) {
+            let expected = raw.trim().parse::<f64>().ok().filter(|v| {
+                v.is_finite()
+                    && *v <= MAX_SECONDS
+                    && match rule {
+                        DurationRule::Positive => *v > 0.0,
+                        DurationRule::NonNegative => *v >= 0.0,
+                    }
+            });
+            match parse_seconds(VAR, &raw, rule) {
+                Ok(v) => {
+                    check_seconds_ok(v, rule);
+                    prop_assert_eq!(Some(v), expected);
+                }
+                Err(err) => {
+                    check_error(&err, VAR, &raw);
+                    prop_assert!(err.rule.contains("finite"));
+                    prop_assert_eq!(expected, None);
+                }
+            }
+        }
+
+        #[test]
+        fn seconds_round_trip_through_text(
+            v in 1e-9f64..=MAX_SECONDS, pre in padding(), post in padding(), sci in any::<bool>()
+        ) {
+            let text = if sci { format!("{pre}{v:e}{post}") } else { format!("{pre}{v}{post}") };
+            prop_assert_eq!(parse_seconds(VAR, &text, DurationRule::Positive), Ok(v));
+            prop_assert_eq!(parse_seconds(VAR, &text, DurationRule::NonNegative), Ok(v));
+            prop_assert_eq!(check_seconds(VAR, v, DurationRule::Positive), Ok(v));
+        }
+
+        #[test]
+        fn check_seconds_agrees_with_parse_seconds(v in any::<f64>(), rule in rule()) {
+            let checked = check_seconds(VAR, v, rule);
+            match &checked {
+                Ok(ok) => {
+                    check_seconds_ok(*ok, rule);
+                    prop_assert_eq!(ok.to_bits(), v.to_bits());
+                }
+                Err(err) => check_error(err, VAR, &v.to_string()),
+            }
+            // `f64`'s Display is the shortest text that reads back to the same value.
+            prop_assert_eq!(parse_seconds(VAR, &v.to_string(), rule).is_ok(), checked.is_ok());
+        }
+
+        #[test]
+        fn parse_failures_accepts_positive_u32_only(raw in env_value()) {
+            match parse_failures(VAR, &raw) {
+                Ok(n) => {
+                    prop_assert!(n >= 1);
+                    prop_assert_eq!(raw.trim().parse::<u32>(), Ok(n));
+                }
+                Err(err) => {
+                    check_error(&err, VAR, &raw);
+                    prop_assert!(raw.trim().parse::<u32>().map_or(true, |n| n == 0));
+                }
+            }
+        }
+
+        #[test]
+        fn failures_round_trip(n in 1u32.., pre in padding(), post in padding()) {
+            prop_assert_eq!(parse_failures(VAR, &format!("{pre}{n}{post}")), Ok(n));
+            prop_assert_eq!(check_failures(VAR, i64::from(n)), Ok(n));
+        }
+
+        #[test]
+        fn check_failures_range(v in any::<i64>()) {
+            match check_failures(VAR, v) {
+                Ok(n) => prop_assert_eq!(i64::from(n), v),
+                Err(err) => {
+                    check_error(&err, VAR, &v.to_string());
+                    prop_assert!(v < 1 || v > i64::from(u32::MAX));
+                }
+            }
+        }
+
+        #[test]
+        fn parse_bool_accepts_the_listed_words_in_any_case(
+            raw in env_value(),
+            word in prop::sample::select(vec!["1", "true", "on", "yes", "0", "false", "off", "no"]),
+            upper in prop::collection::vec(any::<bool>(), 5),
+            pre in padding(),
+            post in padding(),
+        ) {
+            match parse_bool(VAR, &raw) {
+                Ok(b) => {
+                    let lower = raw.trim().to_ascii_lowercase();
+                    let words: &[&str] = if b {
+                        &["1", "true", "on", "yes"]
+                    } else {
+                        &["0", "false", "off", "no"]
+                    };
+                    prop_assert!(words.contains(&lower.as_str()), "{raw:?}");
+                }
+                Err(err) => check_error(&err, VAR, &raw),
+            }
+            let mixed: String = word
+                .chars()
+                .zip(upper.iter().cycle())
+                .map(|(c, &u)| if u { c.to_ascii_uppercase() } else { c })
+                .collect();
+            let expected = ["1", "true", "on", "yes"].contains(&word);
+            prop_assert_eq!(parse_bool(VAR, &format!("{pre}{mixed}{post}")), Ok(expected));
+        }
+
+        #[test]
+        fn patch_selection_never_panics_and_is_canonical(raw in env_value()) {
+            match PatchSelection::parse(&raw) {
+                Ok(sel) => check_selection(&sel),
+                Err(why) => prop_assert!(why.contains("unknown patch name"), "{why}"),
+            }
+            match parse_patches(VAR, &raw) {
+                Ok(sel) => check_selection(&sel),
+                Err(err) => {
+                    check_error(&err, VAR, &raw);
+                    for name in PATCH_NAMES {
+                        prop_assert!(err.rule.contains(name));
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn patch_lists_round_trip(
+            picks in prop::collection::vec((0..PATCH_NAMES.len(), padding()), 1..12),
+        ) {
+            let raw = picks
+                .iter()
+                .map(|(i, pad)| format!("{pad}{}{pad}", PATCH_NAMES[*i]))
+                .collect::<Vec<_>>()
+                .join(",");
+            let sel = PatchSelection::parse(&raw).unwrap();
+            check_selection(&sel);
+            let mut expected: Vec<&str> = PATCH_NAMES
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| picks.iter().any(|(p, _)| p == i))
+                .map(|(_, n)| *n)
+                .collect();
+            expected.dedup();
+            prop_assert_eq!(sel.names(), expected);
+            // The canonical text of a selection parses back to the same selection.
+            prop_assert_eq!(PatchSelection::parse(&sel.names().join(",")), Ok(sel.clone()));
+            prop_assert_eq!(PatchSelection::from_names(&sel.names()), sel);
+        }
+
+        #[test]
+        fn from_lookup_is_the_first_failure_or_every_value(
+            values in prop::collection::vec(prop::option::of(env_value()), ALL_VARS.len()),
+            noise in env_value(),
+        ) {
+            let mut env: HashMap<&str, String> = ALL_VARS
+                .iter()
+                .zip(&values)
+                .filter_map(|(k, v)| v.clone().map(|v| (*k, v)))
+                .collect();
+            env.insert("STREAM_MANAGER_SOMETHING_ELSE", noise);
+            let result = Config::from_lookup(|name| env.get(name).cloned());
+            // Model: variables are read in order; blank means unset; the first bad value wins.
+            let mut model = Config::default();
+            let mut first_error: Option<ConfigError> = None;
+            for var in ALL_VARS {
+                let Some(raw) = env.get(var).filter(|v| !v.trim().is_empty()) else {
+                    continue;
+                };
+                let step = match var {
+                    ENV_QUEUE_TIMEOUT => parse_seconds(var, raw, DurationRule::Positive)
+                        .map(|v| model.queue_timeout = v),
+                    ENV_HEALTH_CHECK_TIMEOUT => parse_seconds(var, raw, DurationRule::Positive)
+                        .map(|v| model.health_check_timeout = v),
+                    ENV_HEALTH_CHECK_INTERVAL => parse_seconds(var, raw, DurationRule::Positive)
+                        .map(|v| model.health_check_interval = v),
+                    ENV_MAX_HEALTH_FAILURES => {
+                        parse_failures(var, raw).map(|v| model.max_health_failures = v)
+                    }
+                    ENV_PROCESS_JOIN_TIMEOUT => parse_seconds(var, raw, DurationRule::Positive)
+                        .map(|v| model.process_join_timeout = v),
+                    ENV_TERMINATION_GRACE_PERIOD => {
+                        parse_seconds(var, raw, DurationRule::NonNegative)
+                            .map(|v| model.termination_grace_period = v)
+                    }
+                    ENV_ADAPTIVE_TIMEOUTS => parse_bool(var, raw).map(|v| model.adaptive_timeouts = v),
+                    ENV_SERVER_THREADS => parse_failures(var, raw).map(|v| model.server_threads = v),
+                    ENV_PATCHES => parse_patches(var, raw).map(|v| model.patches = v),
+                    _ => unreachable!(),
+                };
+                if let Err(err) = step {
+                    first_error = Some(err);
+                    break;
+                }
+            }
+            match (result, first_error) {
+                (Ok(config), None) => {
+                    check_config(&config);
+                    prop_assert_eq!(config, model);
+                }
+                (Err(err), Some(expected)) => {
+                    check_error(&err, &expected.variable, &env[expected.variable.as_str()]);
+                    prop_assert_eq!(err, expected);
+                }
+                (got, want) => prop_assert!(false, "from_lookup {got:?}, model {want:?}"),
+            }
         }
     }
 }

@@ -35,10 +35,12 @@ pub fn fine_lower_bound(index: usize) -> u64 {
     if index < SUB_BUCKETS {
         return index as u64;
     }
-    let exponent = (index / SUB_BUCKETS) as u32 + SUB_BITS - 1;
+    // Compared before narrowing: `as u32` would wrap huge indices back into range.
+    let exponent = index / SUB_BUCKETS + SUB_BITS as usize - 1;
     if exponent >= 64 {
         return u64::MAX;
     }
+    let exponent = exponent as u32;
     let sub = (index % SUB_BUCKETS) as u64;
     (1u64 << exponent) | (sub << (exponent - SUB_BITS))
 }
@@ -626,5 +628,194 @@ mod tests {
             .contains("stream_manager_command_duration_seconds_count{command_type=\"status\"} 2"));
         assert!(text.contains("stream_manager_effective_timeout_seconds{operation=\"command\"} 10"));
         assert!(text.contains("stream_manager_queue_get_duration_seconds_count 0"));
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    //! Property tests: fine buckets partition all of u64, quantiles are monotone and
+    //! bounded, counts and sums add up, Prometheus buckets are exact and cumulative.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn nanos() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            0u64..64,
+            any::<u64>(),
+            (0u32..64).prop_map(|s| 1u64 << s),
+            (1u32..64).prop_map(|s| (1u64 << s) - 1),
+            Just(u64::MAX),
+        ]
+    }
+
+    /// Observations up to ~2 min, so that the ns sum cannot wrap.
+    fn observation() -> impl Strategy<Value = Duration> {
+        prop_oneof![
+            (0u64..100_000).prop_map(Duration::from_nanos),
+            (0u64..120_000_000_000).prop_map(Duration::from_nanos),
+            prop::sample::select(PROMETHEUS_BOUNDS.to_vec()).prop_map(Duration::from_secs_f64),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn fine_buckets_partition_u64(v in nanos()) {
+            let i = fine_index(v);
+            prop_assert!(i < FINE_BUCKETS);
+            let low = fine_lower_bound(i);
+            let high = fine_lower_bound(i + 1);
+            prop_assert!(low <= v, "{v} below [{low}, {high})");
+            // The last bucket's upper bound is the u64::MAX sentinel, which it contains.
+            prop_assert!(v < high || high == u64::MAX, "{v} above [{low}, {high})");
+            prop_assert_eq!(fine_index(low), i);
+            if v >= SUB_BUCKETS as u64 {
+                // 16 sub-buckets per power of two: relative width at most 1/16.
+                prop_assert!((high - low) as f64 <= low as f64 / 16.0 * (1.0 + 1e-12));
+            } else {
+                prop_assert_eq!((low, i), (v, v as usize));
+            }
+        }
+
+        #[test]
+        fn fine_index_is_monotone(a in nanos(), b in nanos()) {
+            let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+            prop_assert!(fine_index(lo) <= fine_index(hi));
+        }
+
+        #[test]
+        fn fine_lower_bound_is_monotone_and_total(
+            i in prop_oneof![
+                any::<usize>(),
+                // Indices whose `index / 16` has small low 32 bits.
+                (1usize..8, 0usize..64, 0usize..16).prop_map(|(h, e, s)| ((h << 32) + e) * 16 + s),
+            ],
+            j in 0usize..2 * FINE_BUCKETS,
+        ) {
+            let _ = fine_lower_bound(i); // no panic for any index
+            prop_assert!(fine_lower_bound(j) <= fine_lower_bound(j + 1));
+            if j < FINE_BUCKETS && fine_lower_bound(j) < u64::MAX {
+                prop_assert_eq!(fine_index(fine_lower_bound(j)), j);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn histogram_is_consistent(
+            values in prop::collection::vec(observation(), 1..200),
+            qs in prop::collection::vec(prop_oneof![0.0f64..=1.0, any::<f64>()], 1..8),
+        ) {
+            let h = Histogram::default();
+            for v in &values {
+                h.observe(*v);
+            }
+            let n = values.len() as u64;
+            prop_assert_eq!(h.count(), n);
+            let sum: u128 = values.iter().map(Duration::as_nanos).sum();
+            prop_assert!((h.sum_seconds() - sum as f64 / 1e9).abs() < 1e-9 * (1.0 + sum as f64 / 1e9));
+            let max = values.iter().max().unwrap();
+            prop_assert_eq!(h.max_seconds(), max.as_nanos() as f64 / 1e9);
+            prop_assert!(h.mean_seconds() <= h.max_seconds() + 1e-12);
+
+            // Prometheus buckets: exact counts, cumulative, +Inf holds everything.
+            let cumulative = h.cumulative_buckets();
+            prop_assert_eq!(cumulative.len(), PROMETHEUS_BOUNDS.len() + 1);
+            prop_assert!(cumulative.windows(2).all(|w| w[0] <= w[1]));
+            prop_assert_eq!(cumulative[PROMETHEUS_BOUNDS.len()], n);
+            for (i, bound) in PROMETHEUS_BOUNDS.iter().enumerate() {
+                let le = values.iter().filter(|v| v.as_secs_f64() <= *bound).count() as u64;
+                prop_assert_eq!(cumulative[i], le, "le={}", bound);
+            }
+
+            // Quantiles: within [lowest bucket, max], monotone in q, close to nearest rank.
+            let mut sorted: Vec<u64> = values.iter().map(|v| v.as_nanos() as u64).collect();
+            sorted.sort_unstable();
+            let floor = fine_lower_bound(fine_index(sorted[0])) as f64 / 1e9;
+            let mut qs = qs;
+            qs.extend([0.0, 0.5, 0.95, 0.99, 1.0]);
+            let finite: Vec<f64> = qs.iter().copied().filter(|q| !q.is_nan()).collect();
+            for q in &qs {
+                let got = h.quantile(*q);
+                prop_assert!(got >= floor && got <= h.max_seconds(), "q{q}: {got}");
+            }
+            let mut ordered = finite.clone();
+            ordered.sort_by(f64::total_cmp);
+            for w in ordered.windows(2) {
+                prop_assert!(h.quantile(w[0]) <= h.quantile(w[1]), "q{} > q{}", w[0], w[1]);
+            }
+            for q in finite {
+                let rank = ((q.clamp(0.0, 1.0) * n as f64).ceil() as u64).max(1);
+                let exact = sorted[rank as usize - 1] as f64 / 1e9;
+                let got = h.quantile(q);
+                prop_assert!((got - exact).abs() <= exact / 16.0 + 1e-9, "q{q}: {got} vs {exact}");
+            }
+            h.reset();
+            prop_assert_eq!(h.count(), 0);
+            prop_assert_eq!(h.quantile(0.5), 0.0);
+            prop_assert_eq!(h.cumulative_buckets().last().copied(), Some(0));
+        }
+
+        #[test]
+        fn extreme_observations_do_not_panic(values in prop::collection::vec(
+            prop_oneof![
+                Just(Duration::MAX),
+                Just(Duration::ZERO),
+                (any::<u64>(), 0u32..1_000_000_000).prop_map(|(s, n)| Duration::new(s, n)),
+            ],
+            1..20,
+        )) {
+            let h = Histogram::default();
+            for v in &values {
+                h.observe(*v);
+            }
+            prop_assert_eq!(h.count(), values.len() as u64);
+            for q in [0.0, 0.5, 1.0, f64::NAN, f64::INFINITY, -1.0] {
+                let got = h.quantile(q);
+                prop_assert!(got.is_finite() && got >= 0.0 && got <= h.max_seconds());
+            }
+            prop_assert_eq!(h.cumulative_buckets().last().copied(), Some(values.len() as u64));
+        }
+
+        #[test]
+        fn command_summary_adds_up(
+            commands in prop::collection::vec(
+                (
+                    prop::option::of(prop_oneof![
+                        prop::sample::select(COMMAND_TYPES.to_vec()).prop_map(String::from),
+                        "\\PC{0,8}",
+                    ]),
+                    prop_oneof![
+                        prop::sample::select(OUTCOMES.to_vec()).prop_map(String::from),
+                        "\\PC{0,8}",
+                    ],
+                    observation(),
+                ),
+                0..60,
+            )
+        ) {
+            let m = Metrics::default();
+            for (kind, outcome, d) in &commands {
+                m.record_command(kind.as_deref(), outcome, *d);
+            }
+            let s = m.summary();
+            let n = commands.len() as u64;
+            prop_assert_eq!(s.total_commands, n);
+            let successes = commands.iter().filter(|(_, o, _)| o == "success").count() as u64;
+            let timeouts = commands.iter().filter(|(_, o, _)| o == "timeout").count() as u64;
+            prop_assert_eq!(s.successful_commands, successes);
+            prop_assert_eq!(s.total_timeouts, timeouts);
+            let failures: u64 = s.failures_by_type.iter().map(|(_, c)| c).sum();
+            prop_assert_eq!(successes + failures, n);
+            prop_assert!((0.0..=1.0).contains(&s.success_rate));
+            prop_assert!(s.p50_command_time <= s.p95_command_time);
+            prop_assert!(s.p95_command_time <= s.p99_command_time);
+            prop_assert!(s.p99_command_time <= s.max_command_time);
+            let text = m.render_prometheus(&[("command", 1.0)]);
+            prop_assert!(text.ends_with('\n'));
+        }
     }
 }

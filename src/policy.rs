@@ -17,7 +17,7 @@ pub struct ProbePolicy {
 
 impl ProbePolicy {
     pub fn new(base: Duration) -> Self {
-        let max_healthy = base.max((base * 2).min(Duration::from_secs(5)));
+        let max_healthy = base.max(base.saturating_mul(2).min(Duration::from_secs(5)));
         let min_failing = base.min(Duration::from_millis(100));
         ProbePolicy {
             base,
@@ -29,7 +29,11 @@ impl ProbePolicy {
     /// Interval after the `successes`-th consecutive success (1-based).
     pub fn after_success(&self, successes: u32) -> Duration {
         let factor = 1.5f64.powi(successes.saturating_sub(1).min(32) as i32);
-        self.base.mul_f64(factor).min(self.max_healthy)
+        // Not `mul_f64`: it panics past `Duration::MAX` (such a product is capped anyway),
+        // and f64 rounding of bases above 2^53 ns could land a few ns below the base.
+        Duration::try_from_secs_f64(self.base.as_secs_f64() * factor)
+            .unwrap_or(Duration::MAX)
+            .clamp(self.base, self.max_healthy)
     }
 
     /// Interval after the `failures`-th consecutive failure (1-based).
@@ -84,6 +88,76 @@ mod tests {
                 let bad = p.after_failure(n);
                 assert!(bad <= p.base && bad >= p.min_failing);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    //! Property tests: for any base (zero to `Duration::MAX`) and any count, intervals
+    //! stay within the documented bounds, move monotonically and never panic.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn base() -> impl Strategy<Value = Duration> {
+        prop_oneof![
+            Just(Duration::ZERO),
+            Just(Duration::MAX),
+            Just(Duration::from_secs(5)),
+            (0u64..=1_000_000_000).prop_map(Duration::from_nanos),
+            (0u64..=100_000_000_000).prop_map(Duration::from_micros),
+            (any::<u64>(), 0u32..1_000_000_000).prop_map(|(s, n)| Duration::new(s, n)),
+        ]
+    }
+
+    fn count() -> impl Strategy<Value = u32> {
+        prop_oneof![0u32..40, any::<u32>(), Just(u32::MAX)]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn new_bounds_are_ordered(base in base()) {
+            let p = ProbePolicy::new(base);
+            prop_assert_eq!(p.base, base);
+            prop_assert!(p.min_failing <= p.base && p.base <= p.max_healthy);
+            prop_assert!(p.min_failing <= Duration::from_millis(100));
+            // Never beyond 2x base; beyond 5 s only when the base itself is.
+            prop_assert!(p.max_healthy <= base.saturating_mul(2));
+            prop_assert!(p.max_healthy <= Duration::from_secs(5).max(base));
+        }
+
+        #[test]
+        fn intervals_are_bounded(base in base(), n in count()) {
+            let p = ProbePolicy::new(base);
+            let ok = p.after_success(n);
+            prop_assert!(p.base <= ok && ok <= p.max_healthy, "{ok:?} vs {p:?}");
+            let bad = p.after_failure(n);
+            prop_assert!(p.min_failing <= bad && bad <= p.base, "{bad:?} vs {p:?}");
+        }
+
+        #[test]
+        fn intervals_are_monotone(base in base(), n in count(), step in 0u32..40) {
+            let p = ProbePolicy::new(base);
+            let m = n.saturating_add(step);
+            // More successes: never sooner; more failures: never later.
+            prop_assert!(p.after_success(n) <= p.after_success(m));
+            prop_assert!(p.after_failure(n) >= p.after_failure(m));
+        }
+
+        #[test]
+        fn intervals_follow_the_formula_for_ordinary_bases(
+            base_ms in 1u64..=60_000, n in 1u32..40
+        ) {
+            let base = Duration::from_millis(base_ms);
+            let p = ProbePolicy::new(base);
+            let grown = base.as_secs_f64() * 1.5f64.powi(n as i32 - 1);
+            let expected = grown.min(p.max_healthy.as_secs_f64());
+            prop_assert!((p.after_success(n).as_secs_f64() - expected).abs() < 1e-6);
+            let shrunk = base.as_secs_f64() / 2f64.powi(n.min(32) as i32);
+            let expected = shrunk.max(p.min_failing.as_secs_f64());
+            prop_assert!((p.after_failure(n).as_secs_f64() - expected).abs() < 1e-6);
         }
     }
 }
