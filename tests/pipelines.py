@@ -4,4 +4,9 @@ They live in the package (``stream_manager_patches._pipelines``) because the ``b
 command runs the same behaviours; this module keeps the tests' short import name.
 """
 
-from stream_manager_patches._pipelines import BEHAVIOURS, run  # noqa: F401
+from stream_manager_patches._pipelines import (  # noqa: F401
+    BEHAVIOURS,
+    AmbiguousTruth,
+    EqualityRaises,
+    run,
+)

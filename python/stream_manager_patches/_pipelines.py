@@ -22,6 +22,7 @@ BEHAVIOURS = (
     "die",  # exit abruptly on the first command, without answering
     "answer_then_die",  # answer, flush, then exit abruptly
     "flood",  # write options["stale"] stale answers and malformed items, then the answer
+    "junk",  # write hostile stray items (see _write_junk), then the answer
     "ignore_sigterm",  # echo, and ignore SIGTERM
     "depleted",  # STATUS: all sources ENDED; TERMINATE: success, then exit
     "depleted_finished",  # STATUS: all sources ENDED and the inference thread finished
@@ -52,6 +53,68 @@ def _depleted_report(finished: bool) -> Dict[str, Any]:
             ],
         },
     }
+
+
+def _explode(message: str) -> None:
+    raise RuntimeError(message)
+
+
+class ExplodesWhenUnpickled:
+    """Pickles fine; unpickling it raises (a leftover from a broken pipeline)."""
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (_explode, ("unpickling this stray item fails",))
+
+
+class EqualityRaises:
+    """A request id whose comparison raises."""
+
+    def __eq__(self, other: object) -> bool:
+        raise ValueError("cannot compare")
+
+    __hash__ = object.__hash__
+
+
+class AmbiguousTruth:
+    """What numpy arrays do: ``==`` answers an object whose truth value raises."""
+
+    class _Verdict:
+        def __bool__(self) -> bool:
+            raise ValueError("truth value is ambiguous")
+
+    def __eq__(self, other: object) -> Any:
+        return AmbiguousTruth._Verdict()
+
+    __hash__ = object.__hash__
+
+
+#: Bytes that are not a pickle at all, and a pickle of a class nobody can import.
+NOT_A_PICKLE = b"\x00\xffthis is not a pickle"
+UNIMPORTABLE_PICKLE = b"cno_such_module_smp\nThing\n(tR."
+#: Number of junk items `_write_junk` writes, with `huge_mb` > 0.
+JUNK_ITEMS = 13
+
+
+def _write_junk(request_id: Any, responses_queue: Queue, huge_mb: int) -> None:
+    # Raw frames first, under the queue's write lock, before the feeder thread exists.
+    writer = responses_queue._writer  # type: ignore[attr-defined]
+    with responses_queue._wlock:  # type: ignore[attr-defined]
+        writer.send_bytes(NOT_A_PICKLE)
+        writer.send_bytes(UNIMPORTABLE_PICKLE)
+    for junk in (
+        ExplodesWhenUnpickled(),
+        None,
+        42,
+        b"raw bytes",
+        (request_id,),  # right id, wrong arity
+        (request_id, {"status": "success"}, "extra"),
+        {"request_id": request_id},
+        ({"status": "success"}, request_id),  # the wrong way round
+        (EqualityRaises(), {"status": "success"}),
+        (AmbiguousTruth(), {"status": "success"}),
+        ("stale-huge", b"x" * (huge_mb << 20)),
+    ):
+        responses_queue.put(junk)
 
 
 def _answer(command: Any) -> Dict[str, Any]:
@@ -100,3 +163,7 @@ def run(behaviour: str, command_queue: Queue, responses_queue: Queue, options: D
             for junk in (None, "garbage", (1, 2, 3), ["only-one"], {"request_id": request_id}):
                 responses_queue.put(junk)
             responses_queue.put((request_id, _answer(command)))
+        elif behaviour == "junk":
+            _write_junk(request_id, responses_queue, options.get("huge_mb", 16))
+            if not options.get("then_hang", False):
+                responses_queue.put((request_id, _answer(command)))
