@@ -55,6 +55,9 @@ def test_from_env_defaults_to_os_environ(monkeypatch):
         ("STREAM_MANAGER_QUEUE_TIMEOUT", "-2", "> 0"),
         ("STREAM_MANAGER_QUEUE_TIMEOUT", "inf", "> 0"),
         ("STREAM_MANAGER_HEALTH_CHECK_TIMEOUT", "nan", "> 0"),
+        # Finite, but a deadline this far out would overflow: refused, not a panic later.
+        ("STREAM_MANAGER_QUEUE_TIMEOUT", "1e12", "<= 1e9"),
+        ("STREAM_MANAGER_TERMINATION_GRACE_PERIOD", "1e300", "<= 1e9"),
         ("STREAM_MANAGER_MAX_HEALTH_FAILURES", "0", "integer >= 1"),
         ("STREAM_MANAGER_MAX_HEALTH_FAILURES", "2.5", "integer >= 1"),
         ("STREAM_MANAGER_PROCESS_JOIN_TIMEOUT", "soon", "> 0"),
