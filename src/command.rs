@@ -9,21 +9,25 @@
 //! 2. take the pipeline's `operation_lock` with the remaining time ("busy" otherwise);
 //! 3. `put` with the remaining time;
 //! 4. `poll(2)` on the queue's reader fd, the process sentinel and our shutdown pipe with
-//!    the GIL released, and call `get` only once bytes are there. Answers to other
+//!    the GIL released, and read an item only once bytes are there. Answers to other
 //!    requests are dropped and logged; malformed items are skipped.
 //!
-//! No thread is started per call. `get` still takes the queue's own `_rlock`, so sharing
-//! the queue with other readers stays correct: if another reader wins the race for the
-//! bytes, our short `get` times out and we go back to polling.
+//! No thread is started per call. Reading takes the queue's own `_rlock` (natively, on
+//! the same semaphore, see `frame`), so sharing the queue with other readers stays
+//! correct: if another reader wins the race for the bytes, we go back to polling. The
+//! read itself is bounded too: a pipeline that stalls or dies half-way through writing
+//! an answer cannot hold us past the deadline (upstream's `recv_bytes` would block for
+//! ever, the queue's lock held).
 
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use crate::adaptive::ADAPTIVE;
+use crate::frame::{self, Frame, SemHandle};
 use crate::logging::{self, Channel, Fields, Level};
 use crate::metrics::METRICS;
 use crate::state::{PIPELINES, SHUTDOWN};
@@ -186,12 +190,25 @@ fn take_ready(
     responses: &Responses<'_>,
     data_fd: i32,
     timeout: Duration,
+    read_deadline: Instant,
     pipeline_id: Option<&str>,
 ) -> PyResult<Taken> {
     let queue = &responses.queue;
     let Some((rlock, recv, sem)) = &responses.fast else {
         return take_one(py, queue, timeout, pipeline_id);
     };
+    if let Some(lock) = responses.native_lock {
+        return take_ready_natively(
+            py,
+            responses,
+            lock,
+            sem,
+            data_fd,
+            timeout,
+            read_deadline,
+            pipeline_id,
+        );
+    }
     let acquired = match rlock.call_method1("acquire", (true, timeout.as_secs_f64())) {
         Ok(acquired) => acquired.is_truthy()?,
         Err(_) if queue_is_closed(queue) => return Ok(Taken::Closed),
@@ -225,7 +242,66 @@ fn take_ready(
             return Ok(Taken::Nothing);
         }
     };
-    // Unpickle after releasing the lock, as Queue.get does.
+    unpickle(py, bytes, pipeline_id)
+}
+
+/// `take_ready` for a queue whose `_rlock` exposes its semaphore: lock, read and unlock
+/// in one GIL-released stretch (see `frame`). The lock wait is bounded by `timeout`
+/// (a slice, so death and shutdown are still noticed); the frame read by
+/// `read_deadline` (the command's deadline: a frame cut short by a mere slice would
+/// leave the stream out of step) and by the death of the pipeline process, whose
+/// sentinel ends the read once nothing it wrote is left in the pipe.
+#[allow(clippy::too_many_arguments)]
+fn take_ready_natively(
+    py: Python<'_>,
+    responses: &Responses<'_>,
+    lock: SemHandle,
+    sem: &Bound<'_, PyAny>,
+    data_fd: i32,
+    timeout: Duration,
+    read_deadline: Instant,
+    pipeline_id: Option<&str>,
+) -> PyResult<Taken> {
+    let lock_deadline = Instant::now() + timeout;
+    let writer_exit = responses.sentinel;
+    // SAFETY: `responses.fast` holds a reference to the `_rlock` that owns the
+    // semaphore, so it outlives this call even with the GIL released.
+    let read = py.allow_threads(|| unsafe {
+        frame::take_frame(lock, data_fd, lock_deadline, read_deadline, writer_exit)
+    });
+    match read {
+        Ok(Frame::Bytes(bytes)) => {
+            // As in the Python path: raw frames never took a slot of the bounded
+            // semaphore, so its release may fail; the bytes still count.
+            let _ = sem.call_method0("release");
+            unpickle(py, PyBytes::new(py, &bytes).into_any(), pipeline_id)
+        }
+        Ok(Frame::Empty) | Ok(Frame::Busy) => Ok(Taken::Nothing),
+        Ok(Frame::Torn) => {
+            log_dropped(py, "torn_response_dropped", pipeline_id, None, || {
+                "A responses-queue frame was cut short (its writer died or stalled \
+                 mid-write); what follows on this queue may be unreadable"
+                    .to_string()
+            });
+            Ok(Taken::Nothing)
+        }
+        Err(_) if queue_is_closed(&responses.queue) => Ok(Taken::Closed),
+        Err(err)
+            if err.kind() == std::io::ErrorKind::UnexpectedEof
+                || err.raw_os_error() == Some(libc::EBADF) =>
+        {
+            Ok(Taken::Closed)
+        }
+        Err(err) => {
+            let err = PyOSError::new_err(format!("reading the responses queue failed: {err}"));
+            log_unreadable(py, &err, pipeline_id);
+            Ok(Taken::Nothing)
+        }
+    }
+}
+
+/// Unpickle a frame after releasing the lock, as `Queue.get` does.
+fn unpickle(py: Python<'_>, bytes: Bound<'_, PyAny>, pipeline_id: Option<&str>) -> PyResult<Taken> {
     match forking_loads(py)?.call1((bytes,)) {
         Ok(item) => Ok(Taken::Item(item.unbind())),
         Err(err) => {
@@ -333,6 +409,8 @@ pub struct Responses<'py> {
     sentinel: Option<i32>,
     /// `(_rlock, _recv_bytes, _sem)` of a `multiprocessing.Queue`, for `take_ready`.
     fast: Option<(Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>)>,
+    /// The semaphore behind `_rlock` (`_rlock._semlock.handle`), for reading natively.
+    native_lock: Option<SemHandle>,
 }
 
 impl<'py> Responses<'py> {
@@ -350,9 +428,19 @@ impl<'py> Responses<'py> {
             (Ok(rlock), Ok(recv), Ok(sem)) if data_fd.is_some() => Some((rlock, recv, sem)),
             _ => None,
         };
+        let native_lock = fast.as_ref().and_then(|(rlock, _, _)| {
+            rlock
+                .getattr("_semlock")
+                .and_then(|s| s.getattr("handle"))
+                .and_then(|h| h.extract::<usize>())
+                .ok()
+                .filter(|h| *h != 0)
+                .map(SemHandle)
+        });
         Responses {
             queue: queue.clone(),
             data_fd,
+            native_lock,
             sentinel: process.and_then(|p| extract_fd(p.getattr("sentinel"))),
             fast,
         }
@@ -435,7 +523,14 @@ pub fn wait_for_answer(
             let slice = GET_SLICE
                 .min(deadline.saturating_duration_since(Instant::now()))
                 .max(Duration::from_millis(1));
-            match take_ready(py, responses, data_fd, slice, pipeline_id)? {
+            match take_ready(
+                py,
+                responses,
+                data_fd,
+                slice,
+                deadline.max(Instant::now() + GET_SLICE),
+                pipeline_id,
+            )? {
                 Taken::Item(item) => {
                     if let Some(answer) = matches(item) {
                         return Ok(WaitResult::Answer(answer));
@@ -463,7 +558,15 @@ pub fn wait_for_answer(
                 if !drain.data {
                     return Ok(WaitResult::ProcessDied);
                 }
-                match take_ready(py, responses, data_fd, GET_SLICE, pipeline_id)? {
+                match take_ready(
+                    py,
+                    responses,
+                    data_fd,
+                    GET_SLICE,
+                    // The writer is dead: what is not in the pipe now never will be.
+                    Instant::now() + GET_SLICE,
+                    pipeline_id,
+                )? {
                     Taken::Item(item) => {
                         if let Some(answer) = matches(item) {
                             return Ok(WaitResult::Answer(answer));

@@ -6,6 +6,7 @@
 //! * `config`   – environment parsing and validation (pure Rust);
 //! * `state`    – per-pipeline records and the shutdown signal;
 //! * `wait`     – poll(2) on queue, sentinel and shutdown fds (pure Rust);
+//! * `frame`    – one queue item read natively: the queue's lock and `Connection` framing (pure Rust);
 //! * `target`   – the bound upstream `app` module and its error helpers;
 //! * `validate` – the shapes upstream's arguments must have (clear `TypeError`s);
 //! * `command`  – `handle_command` / `get_response_ignoring_thrash`;
@@ -26,6 +27,7 @@ pub mod adaptive;
 pub mod bindings;
 pub mod command;
 pub mod config;
+pub mod frame;
 pub mod gate;
 pub mod health;
 pub mod logging;

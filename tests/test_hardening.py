@@ -81,6 +81,38 @@ def test_junk_then_silence_is_a_clean_timeout_not_an_exception(patched_app, spaw
     assert time.monotonic() - started < 2.0
 
 
+def test_a_pipeline_stalled_mid_write_is_a_bounded_timeout(patched_app, spawn, caplog):
+    # The pipeline wrote a frame header and 10 of the 1 MiB it promised, then stalled.
+    # Upstream's `recv_bytes` would block for ever inside the queue's read lock.
+    table: Dict[str, Any] = {}
+    managed = spawn("torn_then_hang", table=table)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="stream_manager_patches"):
+        result = patched_app.handle_command(
+            table, request_id(), managed.pipeline_id, status(patched_app, managed.pipeline_id)
+        )
+    elapsed = time.monotonic() - started
+    assert result["error_type"] is patched_app.ErrorType.OPERATION_ERROR, result
+    assert "did not answer" in result["public_error_message"]
+    assert elapsed < 2.0, elapsed
+    assert "torn_response_dropped" in [getattr(r, "event", None) for r in caplog.records]
+    # The queue's read lock was given back: a plain Python reader can take it at once.
+    assert managed.responses_queue._rlock.acquire(timeout=1.0)
+    managed.responses_queue._rlock.release()
+
+
+def test_a_pipeline_dying_mid_write_is_not_found_at_once(app, spawn):
+    smp.apply_patches(app, config=smp.Config())  # queue timeout 10 s
+    table: Dict[str, Any] = {}
+    managed = spawn("torn_then_die", table=table)
+    started = time.monotonic()
+    result = app.handle_command(table, request_id(), managed.pipeline_id, status(app, managed.pipeline_id))
+    elapsed = time.monotonic() - started
+    assert result["error_type"] is app.ErrorType.NOT_FOUND, result
+    assert "is not running" in result["public_error_message"]
+    assert elapsed < 0.5, elapsed
+
+
 def test_get_response_skips_hostile_items_on_a_thread_queue(patched_app):
     responses: queue_module.Queue = queue_module.Queue()
     for junk in (

@@ -26,6 +26,8 @@ BEHAVIOURS = (
     "ignore_sigterm",  # echo, and ignore SIGTERM
     "depleted",  # STATUS: all sources ENDED; TERMINATE: success, then exit
     "depleted_finished",  # STATUS: all sources ENDED and the inference thread finished
+    "torn_then_hang",  # write part of a response frame, then stall for ever mid-write
+    "torn_then_die",  # write part of a response frame, then exit abruptly mid-write
 )
 
 
@@ -117,6 +119,14 @@ def _write_junk(request_id: Any, responses_queue: Queue, huge_mb: int) -> None:
         responses_queue.put(junk)
 
 
+def _write_torn_frame(responses_queue: Queue) -> None:
+    """What a pipeline leaves behind when it stalls or is killed while its feeder thread
+    is writing a large answer: a frame header promising 1 MiB and only 10 bytes of it.
+    The manager holds the pipe's write end too, so no EOF ever follows."""
+    fd = responses_queue._writer.fileno()  # type: ignore[attr-defined]
+    os.write(fd, (1 << 20).to_bytes(4, "big", signed=True) + b"0123456789")
+
+
 def _answer(command: Any) -> Dict[str, Any]:
     return {"status": "success", "echo": command, "pid": os.getpid()}
 
@@ -163,6 +173,13 @@ def run(behaviour: str, command_queue: Queue, responses_queue: Queue, options: D
             for junk in (None, "garbage", (1, 2, 3), ["only-one"], {"request_id": request_id}):
                 responses_queue.put(junk)
             responses_queue.put((request_id, _answer(command)))
+        elif behaviour == "torn_then_hang":
+            _write_torn_frame(responses_queue)
+            while True:
+                time.sleep(3600)
+        elif behaviour == "torn_then_die":
+            _write_torn_frame(responses_queue)
+            os._exit(5)
         elif behaviour == "junk":
             _write_junk(request_id, responses_queue, options.get("huge_mb", 16))
             if not options.get("then_hang", False):
