@@ -80,6 +80,7 @@ stress: build
 fuzz:
 	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	cargo +nightly fuzz run config_from_env -- -max_total_time=$(FUZZ_SECONDS)
+	cargo +nightly fuzz run frame_reader -- -max_total_time=$(FUZZ_SECONDS)
 
 # The Rust unit and property tests under AddressSanitizer (nightly: -Zsanitizer).
 sanitize:

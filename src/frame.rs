@@ -85,6 +85,9 @@ impl SemHandle {
     }
 }
 
+/// Most a frame's buffer grows ahead of the bytes actually read.
+const READ_CHUNK: usize = 1 << 20;
+
 /// What one read attempt found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame {
@@ -190,16 +193,22 @@ pub fn read_frame(
     };
     let size = usize::try_from(size)
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "frame too large"))?;
-    let mut payload = Vec::new();
-    payload.try_reserve_exact(size).map_err(|_| {
-        std::io::Error::new(
-            std::io::ErrorKind::OutOfMemory,
-            format!("cannot allocate a {size}-byte frame"),
-        )
-    })?;
-    payload.resize(size, 0);
-    if !read_exact_by(fd, &mut payload, deadline, writer_exit)? {
-        return Ok(Frame::Torn);
+    // Grow the buffer as bytes arrive rather than trusting the header: a stream that is
+    // out of step (after a torn frame) can announce gigabytes that never come.
+    let mut payload: Vec<u8> = Vec::new();
+    while payload.len() < size {
+        let filled = payload.len();
+        let chunk = (size - filled).min(READ_CHUNK);
+        payload.try_reserve_exact(chunk).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                format!("cannot allocate a {size}-byte frame"),
+            )
+        })?;
+        payload.resize(filled + chunk, 0);
+        if !read_exact_by(fd, &mut payload[filled..], deadline, writer_exit)? {
+            return Ok(Frame::Torn);
+        }
     }
     Ok(Frame::Bytes(payload))
 }
@@ -358,6 +367,25 @@ mod tests {
             read_frame(r, far, Some(sentinel_r)).unwrap(),
             Frame::Bytes(b"last words".to_vec())
         );
+        for fd in [r, w, sentinel_r] {
+            unsafe { libc::close(fd) };
+        }
+    }
+
+    #[test]
+    fn a_huge_announced_length_allocates_only_what_arrives() {
+        let (r, w) = pipe();
+        let mut bytes = i32::MAX.to_be_bytes().to_vec();
+        bytes.extend_from_slice(b"tiny");
+        write_all(w, &bytes);
+        let (sentinel_r, sentinel_w) = pipe();
+        unsafe { libc::close(sentinel_w) };
+        // With the writer gone this is Torn at once; a 2 GiB zero-filled buffer up
+        // front would take seconds and gigabytes.
+        let started = Instant::now();
+        let far = Instant::now() + Duration::from_secs(30);
+        assert_eq!(read_frame(r, far, Some(sentinel_r)).unwrap(), Frame::Torn);
+        assert!(started.elapsed() < Duration::from_millis(500));
         for fd in [r, w, sentinel_r] {
             unsafe { libc::close(fd) };
         }
