@@ -12,33 +12,14 @@ from __future__ import annotations
 
 import statistics
 import time
-import uuid
 
-import stream_manager_patches as smp
 from stream_manager_patches import _bench
 
 ROUNDS, PER_ROUND = 5, 2000
 
 
 def main() -> None:
-    app = _bench._setup("original")
-    original = app.handle_command
-    patched = smp._native.bind_patches(app, smp.Config(queue_timeout=10.0))["handle_command"]
-    table: dict = {}
-    managed = _bench._spawn(app, "echo", table)
-    command = {"type": "status"}
-
-    def raw() -> None:
-        rid = uuid.uuid4().hex
-        managed.command_queue.put((rid, command))
-        while managed.responses_queue.get()[0] != rid:
-            pass
-
-    calls = {
-        "raw": raw,
-        "original": lambda: original(table, uuid.uuid4().hex, managed.pipeline_id, command),
-        "patched": lambda: patched(table, uuid.uuid4().hex, managed.pipeline_id, command),
-    }
+    calls, managed = _bench.round_trip_calls()
     results: dict = {name: [] for name in calls}
     for _ in range(ROUNDS):
         for name, call in calls.items():

@@ -111,10 +111,10 @@ def _percentile(samples: List[float], q: float) -> float:
 # --- scenarios (each returns a flat dict of figures) ----------------------------------
 
 
-def scenario_round_trip(variant: str, quick: bool) -> Dict[str, Any]:
-    """Raw queue round trip, original and patched handle_command, interleaved in small
-    blocks in one process on one pipeline, so machine noise hits all three alike.
-    Returns figures for both variants (``_split`` makes two rows of them)."""
+def round_trip_calls() -> Tuple[Dict[str, Callable[[], None]], Any]:
+    """One echo pipeline and three ways to send it a STATUS: ``raw`` (the queue round
+    trip, ``put`` then ``get``, no wrapper), the ``original`` and the ``patched``
+    ``handle_command``. Returns the calls and the pipeline (kill it when done)."""
     import stream_manager_patches as smp
 
     app = _setup("original")
@@ -135,6 +135,14 @@ def scenario_round_trip(variant: str, quick: bool) -> Dict[str, Any]:
         "original": lambda: original(table, uuid.uuid4().hex, managed.pipeline_id, command),
         "patched": lambda: patched(table, uuid.uuid4().hex, managed.pipeline_id, command),
     }
+    return calls, managed
+
+
+def scenario_round_trip(variant: str, quick: bool) -> Dict[str, Any]:
+    """Raw queue round trip, original and patched handle_command, interleaved in small
+    blocks in one process on one pipeline, so machine noise hits all three alike.
+    Returns figures for both variants (``_split`` makes two rows of them)."""
+    calls, _ = round_trip_calls()
     samples: Dict[str, List[float]] = {k: [] for k in calls}
     n = 600 if quick else 5000
     for call in calls.values():
