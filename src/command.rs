@@ -180,11 +180,17 @@ fn log_unreadable(py: Python<'_>, err: &PyErr, pipeline_id: Option<&str>) {
 }
 
 /// Read one item from a `multiprocessing.Queue` whose reader fd poll(2) reported
-/// readable. Mirrors `Queue.get()` step for step (the same `_rlock`, `_recv_bytes`,
-/// `_sem` and `ForkingPickler.loads`), minus the selector `get(timeout=...)` builds on
-/// every call to poll a pipe we have just polled: that selector was most of the cost
-/// of a command. Readiness is checked again once we own `_rlock`, since another reader
-/// may have taken the bytes. Falls back to `get` if the queue is not shaped like that.
+/// readable. Mirrors `Queue.get()` step for step (the same `_rlock`, frame, `_sem` and
+/// `ForkingPickler.loads`), but takes the lock and reads the frame in one GIL-released
+/// stretch (see `frame`), and skips the selector `get(timeout=...)` builds on every call
+/// to poll a pipe we have just polled. Readiness is checked again once we own the lock,
+/// since another reader may have taken the bytes. Falls back to a bounded `get` if the
+/// queue is not shaped like that.
+///
+/// The lock wait is bounded by `timeout` (a slice, so death and shutdown are still
+/// noticed); the frame read by `read_deadline` (the command's deadline: a frame cut
+/// short by a mere slice would leave the stream out of step) and by the death of the
+/// pipeline process, whose sentinel ends the read once nothing it wrote is left.
 fn take_ready(
     py: Python<'_>,
     responses: &Responses<'_>,
@@ -193,87 +199,22 @@ fn take_ready(
     read_deadline: Instant,
     pipeline_id: Option<&str>,
 ) -> PyResult<Taken> {
-    let queue = &responses.queue;
-    let Some((rlock, recv, sem)) = &responses.fast else {
-        return take_one(py, queue, timeout, pipeline_id);
+    let Some(native) = &responses.native else {
+        return take_one(py, &responses.queue, timeout, pipeline_id);
     };
-    if let Some(lock) = responses.native_lock {
-        return take_ready_natively(
-            py,
-            responses,
-            lock,
-            sem,
-            data_fd,
-            timeout,
-            read_deadline,
-            pipeline_id,
-        );
-    }
-    let acquired = match rlock.call_method1("acquire", (true, timeout.as_secs_f64())) {
-        Ok(acquired) => acquired.is_truthy()?,
-        Err(_) if queue_is_closed(queue) => return Ok(Taken::Closed),
-        Err(err) => return Err(err),
-    };
-    if !acquired {
-        return Ok(Taken::Nothing);
-    }
-    let read = (|| -> PyResult<Option<Bound<'_, PyAny>>> {
-        let still_ready = wait::poll_fds(&[data_fd], Instant::now())
-            .map(|p| p.ready[0])
-            .unwrap_or(false);
-        if !still_ready {
-            return Ok(None);
-        }
-        let bytes = recv.call0()?;
-        // A writer that bypassed put() (raw frames on the pipe) never took a slot, so
-        // releasing the bounded semaphore fails; that must not cost us the bytes.
-        let _ = sem.call_method0("release");
-        Ok(Some(bytes))
-    })();
-    rlock.call_method0("release")?;
-    let bytes = match read {
-        Ok(Some(bytes)) => bytes,
-        Ok(None) => return Ok(Taken::Nothing),
-        Err(err) => {
-            if queue_is_closed(queue) {
-                return Ok(Taken::Closed);
-            }
-            log_unreadable(py, &err, pipeline_id);
-            return Ok(Taken::Nothing);
-        }
-    };
-    unpickle(py, bytes, pipeline_id)
-}
-
-/// `take_ready` for a queue whose `_rlock` exposes its semaphore: lock, read and unlock
-/// in one GIL-released stretch (see `frame`). The lock wait is bounded by `timeout`
-/// (a slice, so death and shutdown are still noticed); the frame read by
-/// `read_deadline` (the command's deadline: a frame cut short by a mere slice would
-/// leave the stream out of step) and by the death of the pipeline process, whose
-/// sentinel ends the read once nothing it wrote is left in the pipe.
-#[allow(clippy::too_many_arguments)]
-fn take_ready_natively(
-    py: Python<'_>,
-    responses: &Responses<'_>,
-    lock: SemHandle,
-    sem: &Bound<'_, PyAny>,
-    data_fd: i32,
-    timeout: Duration,
-    read_deadline: Instant,
-    pipeline_id: Option<&str>,
-) -> PyResult<Taken> {
+    let lock = native.lock;
     let lock_deadline = Instant::now() + timeout;
     let writer_exit = responses.sentinel;
-    // SAFETY: `responses.fast` holds a reference to the `_rlock` that owns the
-    // semaphore, so it outlives this call even with the GIL released.
+    // SAFETY: `native._rlock` keeps the `_rlock` that owns the semaphore alive for this
+    // whole call, even with the GIL released.
     let read = py.allow_threads(|| unsafe {
         frame::take_frame(lock, data_fd, lock_deadline, read_deadline, writer_exit)
     });
     match read {
         Ok(Frame::Bytes(bytes)) => {
-            // As in the Python path: raw frames never took a slot of the bounded
-            // semaphore, so its release may fail; the bytes still count.
-            let _ = sem.call_method0("release");
+            // A writer that bypassed put() (raw frames on the pipe) never took a slot of
+            // the bounded semaphore, so releasing it may fail; the bytes still count.
+            let _ = native.slots.call_method0("release");
             unpickle(py, PyBytes::new(py, &bytes).into_any(), pipeline_id)
         }
         Ok(Frame::Empty) | Ok(Frame::Busy) => Ok(Taken::Nothing),
@@ -407,10 +348,19 @@ pub struct Responses<'py> {
     pub queue: Bound<'py, PyAny>,
     data_fd: Option<i32>,
     sentinel: Option<i32>,
-    /// `(_rlock, _recv_bytes, _sem)` of a `multiprocessing.Queue`, for `take_ready`.
-    fast: Option<(Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>)>,
-    /// The semaphore behind `_rlock` (`_rlock._semlock.handle`), for reading natively.
-    native_lock: Option<SemHandle>,
+    /// Present when the queue is shaped like a `multiprocessing.Queue`: `take_ready`
+    /// reads it natively.
+    native: Option<NativeRead<'py>>,
+}
+
+/// What reading a `multiprocessing.Queue` natively needs.
+struct NativeRead<'py> {
+    /// `_rlock`, never called: held so that the semaphore it owns outlives every read.
+    _rlock: Bound<'py, PyAny>,
+    /// The semaphore behind `_rlock` (`_rlock._semlock.handle`).
+    lock: SemHandle,
+    /// `_sem`, the bounded semaphore `get` releases for every item taken.
+    slots: Bound<'py, PyAny>,
 }
 
 impl<'py> Responses<'py> {
@@ -420,29 +370,27 @@ impl<'py> Responses<'py> {
                 .getattr("_reader")
                 .and_then(|r| r.call_method0("fileno")),
         );
-        let fast = match (
-            queue.getattr("_rlock"),
-            queue.getattr("_recv_bytes"),
-            queue.getattr("_sem"),
-        ) {
-            (Ok(rlock), Ok(recv), Ok(sem)) if data_fd.is_some() => Some((rlock, recv, sem)),
-            _ => None,
-        };
-        let native_lock = fast.as_ref().and_then(|(rlock, _, _)| {
-            rlock
+        let native = (|| {
+            data_fd?;
+            let rlock = queue.getattr("_rlock").ok()?;
+            let handle = rlock
                 .getattr("_semlock")
                 .and_then(|s| s.getattr("handle"))
                 .and_then(|h| h.extract::<usize>())
                 .ok()
-                .filter(|h| *h != 0)
-                .map(SemHandle)
-        });
+                .filter(|h| *h != 0)?;
+            let slots = queue.getattr("_sem").ok()?;
+            Some(NativeRead {
+                _rlock: rlock,
+                lock: SemHandle(handle),
+                slots,
+            })
+        })();
         Responses {
             queue: queue.clone(),
             data_fd,
-            native_lock,
             sentinel: process.and_then(|p| extract_fd(p.getattr("sentinel"))),
-            fast,
+            native,
         }
     }
 }
