@@ -236,17 +236,7 @@ pub unsafe fn take_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pipe() -> (RawFd, RawFd) {
-        let mut fds = [0; 2];
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-        (fds[0], fds[1])
-    }
-
-    fn write_all(fd: RawFd, bytes: &[u8]) {
-        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
-        assert_eq!(n as usize, bytes.len());
-    }
+    use crate::wait::test_fds::{close, pipe, write_all};
 
     fn frame(payload: &[u8]) -> Vec<u8> {
         let mut out = (payload.len() as i32).to_be_bytes().to_vec();
@@ -322,7 +312,7 @@ mod tests {
         assert!(wait::poll_fds(&[r], deadline).unwrap().ready[0]);
         let got = read_frame(r, deadline, None).unwrap();
         // Close the read end first, so a failed read makes the writer fail, not hang.
-        unsafe { libc::close(r) };
+        close(r);
         let _ = writer.join();
         assert_eq!(got, Frame::Bytes(payload));
     }
@@ -339,56 +329,47 @@ mod tests {
         let _ = w;
     }
 
-    #[test]
-    fn a_frame_whose_writer_died_is_torn_at_once() {
+    /// Write `bytes` to a pipe whose writer process has exited (its sentinel hung up),
+    /// read one frame with a far deadline; the frame and how long the read took.
+    fn read_after_the_writer_died(bytes: &[u8]) -> (Frame, Duration) {
         let (r, w) = pipe();
         let (sentinel_r, sentinel_w) = pipe();
+        write_all(w, bytes);
+        close(sentinel_w);
+        let started = Instant::now();
+        let far = started + Duration::from_secs(30);
+        let frame = read_frame(r, far, Some(sentinel_r)).unwrap();
+        let took = started.elapsed();
+        for fd in [r, w, sentinel_r] {
+            close(fd);
+        }
+        (frame, took)
+    }
+
+    #[test]
+    fn a_frame_whose_writer_died_is_torn_at_once() {
         let mut bytes = 100i32.to_be_bytes().to_vec();
         bytes.extend_from_slice(b"only ten b");
-        write_all(w, &bytes);
-        unsafe { libc::close(sentinel_w) }; // the writer process exits
-        let started = Instant::now();
-        let far = Instant::now() + Duration::from_secs(30);
-        assert_eq!(read_frame(r, far, Some(sentinel_r)).unwrap(), Frame::Torn);
-        assert!(started.elapsed() < Duration::from_secs(1));
-        for fd in [r, w, sentinel_r] {
-            unsafe { libc::close(fd) };
-        }
+        let (frame, took) = read_after_the_writer_died(&bytes);
+        assert_eq!(frame, Frame::Torn);
+        assert!(took < Duration::from_secs(1));
     }
 
     #[test]
     fn bytes_left_by_a_dead_writer_are_still_read() {
-        let (r, w) = pipe();
-        let (sentinel_r, sentinel_w) = pipe();
-        write_all(w, &frame(b"last words"));
-        unsafe { libc::close(sentinel_w) };
-        let far = Instant::now() + Duration::from_secs(30);
-        assert_eq!(
-            read_frame(r, far, Some(sentinel_r)).unwrap(),
-            Frame::Bytes(b"last words".to_vec())
-        );
-        for fd in [r, w, sentinel_r] {
-            unsafe { libc::close(fd) };
-        }
+        let (got, _) = read_after_the_writer_died(&frame(b"last words"));
+        assert_eq!(got, Frame::Bytes(b"last words".to_vec()));
     }
 
     #[test]
     fn a_huge_announced_length_allocates_only_what_arrives() {
-        let (r, w) = pipe();
         let mut bytes = i32::MAX.to_be_bytes().to_vec();
         bytes.extend_from_slice(b"tiny");
-        write_all(w, &bytes);
-        let (sentinel_r, sentinel_w) = pipe();
-        unsafe { libc::close(sentinel_w) };
         // With the writer gone this is Torn at once; a 2 GiB zero-filled buffer up
         // front would take seconds and gigabytes.
-        let started = Instant::now();
-        let far = Instant::now() + Duration::from_secs(30);
-        assert_eq!(read_frame(r, far, Some(sentinel_r)).unwrap(), Frame::Torn);
-        assert!(started.elapsed() < Duration::from_millis(500));
-        for fd in [r, w, sentinel_r] {
-            unsafe { libc::close(fd) };
-        }
+        let (frame, took) = read_after_the_writer_died(&bytes);
+        assert_eq!(frame, Frame::Torn);
+        assert!(took < Duration::from_millis(500));
     }
 
     #[test]
@@ -396,7 +377,7 @@ mod tests {
         let (r, w) = pipe();
         write_all(w, &(-7i32).to_be_bytes());
         assert!(read_frame(r, soon(), None).is_err());
-        unsafe { libc::close(w) };
+        close(w);
         assert!(read_frame(r, soon(), None).is_err());
     }
 

@@ -162,21 +162,34 @@ pub fn wait_all(sentinels: &[RawFd], stop: Option<RawFd>, deadline: Instant) -> 
     pending
 }
 
+/// Pipes for the unit tests of the modules that wait on fds.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_fds {
+    use std::os::fd::RawFd;
 
-    fn pipe() -> (RawFd, RawFd) {
+    pub fn pipe() -> (RawFd, RawFd) {
         let mut fds = [0; 2];
         // SAFETY: valid two-int array.
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
         (fds[0], fds[1])
     }
 
-    fn close(fd: RawFd) {
-        // SAFETY: closing an fd this test owns.
+    pub fn close(fd: RawFd) {
+        // SAFETY: closing an fd the test owns.
         unsafe { libc::close(fd) };
     }
+
+    pub fn write_all(fd: RawFd, bytes: &[u8]) {
+        // SAFETY: writing from a valid buffer of `bytes.len()` bytes.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        assert_eq!(n as usize, bytes.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_fds::{close, pipe};
+    use super::*;
 
     #[test]
     fn timeout_rounds_up() {
